@@ -1,1 +1,76 @@
-fn main() {}
+//! `cargo xtask`: builds Esker's images, runs them in QEMU, decodes their serial logs,
+//! runs the whole test suite and measures the kernel.
+//!
+//! Every command that needs host tools (QEMU, GRUB, xorriso, mtools) checks for them first
+//! and installs the missing Debian packages when running as root ([`host`]). QEMU is
+//! always started through `esker_logdecode::qemu`, the one place its command line is built.
+
+mod bench;
+mod bootcheck;
+mod cargo;
+mod host;
+mod image;
+mod loc;
+mod run;
+mod test_suite;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Esker's build, run and test driver.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the kernel and its boot images (target/image: esker.elf, esker.iso).
+    Image {
+        /// Build the self-test kernel (feature `selftest`) into target/image-selftest.
+        #[arg(long)]
+        selftest: bool,
+    },
+    /// Build the image and boot it in QEMU, printing the decoded serial log.
+    Run(run::RunArgs),
+    /// Decode a captured serial stream (QEMU `-serial file:...`) to readable lines.
+    Decode {
+        /// The captured bytes.
+        file: PathBuf,
+        /// Image directory holding esker.elf (and worlds/*.elf) of the run that produced it
+        /// [default: the workspace's target/image].
+        #[arg(long)]
+        image_dir: Option<PathBuf>,
+    },
+    /// Run everything: host check, fmt, clippy, unit tests, images, QEMU tests.
+    Test,
+    /// Measure boot time, boot instruction count, kernel size and code lines.
+    Bench,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Image { selftest } => host::ensure_packages()
+            .and_then(|host| image::build(&host, image::Flavor::from_selftest(selftest)))
+            .map(|_| ExitCode::SUCCESS),
+        Command::Run(args) => run::run(&args),
+        Command::Decode { file, image_dir } => run::decode(
+            &file,
+            &image_dir.unwrap_or_else(|| image::Flavor::Normal.image_dir()),
+        ),
+        Command::Test => test_suite::run(),
+        Command::Bench => bench::run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The boot CPU's local APIC: its timer (the kernel's tick), end-of-interrupt, and the
+//! legacy 8259 PICs, which are remapped out of the exception range and masked for good.
+//!
+//! Works in xAPIC mode (registers in an MMIO page, mapped uncached) or, if firmware
+//! left it on, x2APIC mode (registers as MSRs 0x800+). The timer is calibrated once
+//! against the PIT, which also yields the TSC rate.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spin::Once;
+use volatile::VolatilePtr;
+use x86_64::instructions::port::Port;
+
+use super::{cpu, time, trap};
+
+const MSR_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const X2APIC_MSR_BASE: u32 = 0x800;
+
+const REG_ID: u32 = 0x20;
+const REG_TPR: u32 = 0x80;
+const REG_EOI: u32 = 0xb0;
+const REG_SPURIOUS: u32 = 0xf0;
+const REG_LVT_TIMER: u32 = 0x320;
+const REG_LVT_LINT0: u32 = 0x350;
+const REG_LVT_LINT1: u32 = 0x360;
+const REG_LVT_ERROR: u32 = 0x370;
+const REG_TIMER_INITIAL: u32 = 0x380;
+const REG_TIMER_CURRENT: u32 = 0x390;
+const REG_TIMER_DIVIDE: u32 = 0x3e0;
+
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_TIMER_PERIODIC: u32 = 1 << 17;
+const SPURIOUS_ENABLE: u32 = 1 << 8;
+const DIVIDE_BY_16: u32 = 0b0011;
+
+/// The kernel's tick rate.
+pub const TIMER_HZ: u64 = 100;
+/// Length of the calibration window.
+const CALIBRATION_MS: u64 = 10;
+
+#[derive(Clone, Copy)]
+enum Access {
+    Mmio(NonNull<u32>),
+    X2Apic,
+}
+
+// SAFETY: the MMIO page is mapped for the kernel's whole life and LAPIC registers are
+// per-CPU hardware: sharing the base address between CPUs is sound.
+unsafe impl Send for Access {}
+// SAFETY: as above.
+unsafe impl Sync for Access {}
+
+static ACCESS: Once<Access> = Once::new();
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+fn access() -> Access {
+    *ACCESS.get().expect("LAPIC used before lapic::init")
+}
+
+fn read(reg: u32) -> u32 {
+    match access() {
+        Access::Mmio(base) => {
+            // SAFETY: `base` maps the 4 KiB LAPIC page uncached; `reg` is a register
+            // offset below 0x400, 16-byte aligned.
+            let ptr = unsafe { VolatilePtr::new(base.byte_add(reg as usize)) };
+            ptr.read()
+        }
+        // SAFETY: x2APIC mode is enabled, so MSR 0x800 + reg/16 is the register.
+        Access::X2Apic => unsafe { cpu::read_msr(X2APIC_MSR_BASE + reg / 16) as u32 },
+    }
+}
+
+fn write(reg: u32, value: u32) {
+    match access() {
+        Access::Mmio(base) => {
+            // SAFETY: as in `read`; the registers written here control only this CPU's
+            // interrupt delivery.
+            let ptr = unsafe { VolatilePtr::new(base.byte_add(reg as usize)) };
+            ptr.write(value)
+        }
+        // SAFETY: as in `read`; writes to x2APIC registers affect interrupt delivery only.
+        Access::X2Apic => unsafe { cpu::write_msr(X2APIC_MSR_BASE + reg / 16, u64::from(value)) },
+    }
+}
+
+/// What calibration measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Calibration {
+    /// LAPIC timer input clock in kHz (before the divider).
+    pub bus_khz: u64,
+    /// TSC rate in kHz.
+    pub tsc_khz: u64,
+    /// LAPIC id of the boot CPU.
+    pub apic_id: u32,
+    /// Whether the LAPIC is in x2APIC mode.
+    pub x2apic: bool,
+}
+
+/// Masks the legacy PICs (after moving their vectors away from the exception range, in
+/// case one spurious interrupt still gets through).
+fn disable_legacy_pics() {
+    let out = |port: u16, value: u8| {
+        // SAFETY: the 8259 ports (0x20/0x21, 0xa0/0xa1) belong to the kernel; this is the
+        // standard initialisation sequence and touches no memory.
+        unsafe { Port::<u8>::new(port).write(value) }
+    };
+    out(0x20, 0x11);
+    out(0xa0, 0x11);
+    out(0x21, trap::VECTOR_PIC_BASE);
+    out(0xa1, trap::VECTOR_PIC_BASE + 8);
+    out(0x21, 0x04);
+    out(0xa1, 0x02);
+    out(0x21, 0x01);
+    out(0xa1, 0x01);
+    out(0x21, 0xff);
+    out(0xa1, 0xff);
+}
+
+/// Enables the LAPIC, calibrates its timer and the TSC, and starts the periodic tick.
+/// `map_mmio` maps a physical MMIO page uncached and returns its virtual address.
+pub fn init(map_mmio: impl FnOnce(u64) -> u64) -> Calibration {
+    disable_legacy_pics();
+    // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU.
+    let base_msr = unsafe { cpu::read_msr(MSR_APIC_BASE) };
+    let x2apic = base_msr & APIC_BASE_X2APIC != 0;
+    ACCESS.call_once(|| {
+        if x2apic {
+            Access::X2Apic
+        } else {
+            if base_msr & APIC_BASE_ENABLE == 0 {
+                // SAFETY: setting the global enable bit of IA32_APIC_BASE turns the
+                // LAPIC on at its current base; nothing else changes.
+                unsafe { cpu::write_msr(MSR_APIC_BASE, base_msr | APIC_BASE_ENABLE) };
+            }
+            let virt = map_mmio(base_msr & 0x000f_ffff_ffff_f000);
+            Access::Mmio(NonNull::new(virt as *mut u32).expect("map_mmio returned null"))
+        }
+    });
+    write(REG_TPR, 0);
+    write(REG_LVT_LINT0, LVT_MASKED);
+    write(REG_LVT_LINT1, LVT_MASKED);
+    write(REG_LVT_ERROR, LVT_MASKED);
+    write(REG_SPURIOUS, SPURIOUS_ENABLE | u32::from(trap::VECTOR_SPURIOUS));
+    let apic_id = if x2apic { read(REG_ID) } else { read(REG_ID) >> 24 };
+
+    // Calibrate: count LAPIC timer and TSC ticks across a PIT window.
+    write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
+    write(REG_LVT_TIMER, LVT_MASKED);
+    let tsc_start = time::pit_window(CALIBRATION_MS, || {
+        write(REG_TIMER_INITIAL, u32::MAX);
+        cpu::rdtsc()
+    });
+    let lapic_elapsed = u64::from(u32::MAX - read(REG_TIMER_CURRENT));
+    let tsc_elapsed = cpu::rdtsc().wrapping_sub(tsc_start);
+    write(REG_TIMER_INITIAL, 0);
+    let bus_khz = (lapic_elapsed * 16 / CALIBRATION_MS).max(1);
+    let tsc_khz = (tsc_elapsed / CALIBRATION_MS).max(1);
+    time::set_tsc_khz(tsc_khz);
+
+    // Periodic tick.
+    let initial = (bus_khz * 1000 / 16 / TIMER_HZ).clamp(1, u64::from(u32::MAX)) as u32;
+    write(REG_LVT_TIMER, LVT_TIMER_PERIODIC | u32::from(trap::VECTOR_TIMER));
+    write(REG_TIMER_INITIAL, initial);
+    Calibration { bus_khz, tsc_khz, apic_id, x2apic }
+}
+
+/// Timer interrupt handler.
+pub fn on_timer_interrupt() {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+    end_of_interrupt();
+}
+
+/// Ticks since the timer started.
+pub fn ticks() -> u64 {
+    TICKS.load(Ordering::Relaxed)
+}
+
+/// Acknowledges the interrupt being handled.
+pub fn end_of_interrupt() {
+    if ACCESS.get().is_some() {
+        write(REG_EOI, 0);
+    }
+}

@@ -1,0 +1,131 @@
+//! `cargo xtask run` (boot the image in QEMU, show its log live) and `cargo xtask decode`
+//! (show a captured serial stream).
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use esker_kernel_core::contract;
+use esker_logdecode::LogDecoder;
+use esker_logdecode::qemu::{DEFAULT_CPUS, DEFAULT_MEMORY_MIB, Outcome, QemuConfig, QemuRun};
+
+use crate::cargo;
+use crate::host;
+use crate::image::{self, Flavor};
+
+/// Exit status after Ctrl-C, as shells report SIGINT.
+const INTERRUPTED: u8 = 130;
+
+/// Options of `cargo xtask run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = DEFAULT_MEMORY_MIB)]
+    memory: u32,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = DEFAULT_CPUS)]
+    cpus: u32,
+    /// Boot the GRUB ISO (Multiboot2) instead of the ELF through PVH.
+    #[arg(long)]
+    iso: bool,
+    /// Boot the GRUB ISO under UEFI firmware (OVMF); implies --iso.
+    #[arg(long)]
+    uefi: bool,
+    /// Kernel command line (PVH boots only).
+    #[arg(long)]
+    append: Option<String>,
+    /// Boot the self-test build and run this self-test (esker.selftest=NAME).
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(contract::selftest::ALL))]
+    selftest: Option<String>,
+    /// Extra arguments passed to QEMU verbatim.
+    #[arg(last = true)]
+    qemu_args: Vec<String>,
+}
+
+/// Builds, boots and follows the kernel until QEMU exits or Ctrl-C.
+pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    let iso = args.iso || args.uefi;
+    if iso && (args.append.is_some() || args.selftest.is_some()) {
+        bail!("--append and --selftest need a PVH boot: the ISO's GRUB command line is fixed");
+    }
+    let host = host::ensure_packages()?;
+    let flavor = Flavor::from_selftest(args.selftest.is_some());
+    let image = image::build(&host, flavor)?;
+    let append = match (&args.selftest, &args.append) {
+        (None, append) => append.clone(),
+        (Some(test), None) => Some(format!("{}={test}", contract::SELFTEST_KEY)),
+        (Some(test), Some(append)) => Some(format!("{append} {}={test}", contract::SELFTEST_KEY)),
+    };
+    let mut config = if args.uefi {
+        let firmware = host
+            .uefi_firmware
+            .clone()
+            .context("--uefi needs OVMF: apt-get install -y ovmf")?;
+        if !host.grub_efi {
+            bail!("--uefi needs GRUB's UEFI files in the ISO: apt-get install -y grub-efi-amd64-bin");
+        }
+        QemuConfig::uefi_iso(&image.dir, &firmware)
+    } else if iso {
+        QemuConfig::iso(&image.dir)
+    } else {
+        QemuConfig::pvh(&image.dir, append)
+    };
+    config.memory_mib = args.memory;
+    config.cpus = args.cpus;
+    config.extra_args = args.qemu_args.clone();
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+
+    let capture = cargo::target_dir().join("run/serial.bin");
+    let decoder = LogDecoder::new(&image.dir)?;
+    println!("run: {}", config.command_line());
+    println!("run: raw serial bytes go to {}", cargo::display(&capture));
+    let mut qemu = QemuRun::spawn(&config, decoder, Some(&capture))?;
+    let colour = std::io::stdout().is_terminal();
+    loop {
+        match qemu.recv_timeout(Duration::from_millis(100)) {
+            Ok(timed) => println!("{}", timed.event.render(colour)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            qemu.kill();
+            // QEMU is gone: drain what was decoded, including the flushed tail.
+            while let Ok(timed) = qemu.recv_timeout(Duration::from_secs(5)) {
+                println!("{}", timed.event.render(colour));
+            }
+            let _ = qemu.wait();
+            println!("run: interrupted, QEMU stopped");
+            return Ok(ExitCode::from(INTERRUPTED));
+        }
+    }
+    let status = qemu.wait().context("waiting for QEMU")?;
+    let outcome = Outcome::from_status(status);
+    println!("run: {}", outcome.describe());
+    Ok(if outcome.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Decodes `file` with the ELFs of `image_dir` and prints one line per event.
+pub fn decode(file: &Path, image_dir: &Path) -> Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut decoder = LogDecoder::new(image_dir)
+        .with_context(|| format!("image directory {}", image_dir.display()))?;
+    let colour = std::io::stdout().is_terminal();
+    for event in decoder.push(&bytes).into_iter().chain(decoder.finish()) {
+        println!("{}", event.render(colour));
+    }
+    Ok(ExitCode::SUCCESS)
+}
