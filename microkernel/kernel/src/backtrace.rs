@@ -14,7 +14,7 @@ pub fn log_from(mut rbp: u64) {
     let top = &raw const boot_stack_top as u64;
     defmt::error!("  backtrace (most recent call first):");
     for _ in 0..MAX_FRAMES {
-        if rbp % 8 != 0 || rbp < bottom || rbp.saturating_add(16) > top {
+        if !rbp.is_multiple_of(8) || rbp < bottom || rbp.saturating_add(16) > top {
             break;
         }
         let frame = rbp as *const u64;

@@ -34,9 +34,9 @@ use arch::x86_64::{cpu, gdt, lapic, power, serial, time, trap};
 #[cfg(target_os = "none")]
 use esker_kernel_core::contract::{self, exit_code};
 
-/// How long to wait for the first timer interrupts before declaring the timer dead.
+/// Timer interrupts to see before declaring the timer alive (within 2 s).
 #[cfg(target_os = "none")]
-const TIMER_PROOF_TICKS: u64 = 3;
+const TIMER_PROOF_TICKS: u64 = 2;
 
 /// The 64-bit entry point, called by the boot stub on the boot CPU's stack with the
 /// protocol it came by, the physical address of the boot information and (Multiboot2)
@@ -45,6 +45,7 @@ const TIMER_PROOF_TICKS: u64 = 3;
 pub extern "C" fn kernel_entry(protocol: u32, info_paddr: u32, loader_magic: u32) -> ! {
     time::mark_entry();
     serial::init();
+    let tsc_khz = time::calibrate_tsc(10);
     let selectors = gdt::init();
     trap::init(selectors);
     defmt::info!("Esker {=str} starting", env!("CARGO_PKG_VERSION"));
@@ -120,7 +121,7 @@ pub extern "C" fn kernel_entry(protocol: u32, info_paddr: u32, loader_magic: u32
 
     let calibration = lapic::init(|phys| memory::map_mmio(phys, 4096));
     cpu::enable_interrupts();
-    let deadline = time::cycles_since_entry() + calibration.tsc_khz * 2000;
+    let deadline = time::cycles_since_entry() + tsc_khz * 2000;
     while lapic::ticks() < TIMER_PROOF_TICKS {
         if time::cycles_since_entry() > deadline {
             defmt::error!("timer: no LAPIC timer interrupt within 2 s");
@@ -134,7 +135,7 @@ pub extern "C" fn kernel_entry(protocol: u32, info_paddr: u32, loader_magic: u32
         calibration.apic_id,
         if calibration.x2apic { ", x2APIC" } else { "" },
         calibration.bus_khz,
-        calibration.tsc_khz
+        tsc_khz
     );
 
     defmt::info!("{=str} (boot took {=u64} TSC cycles)", contract::READY, time::cycles_since_entry());

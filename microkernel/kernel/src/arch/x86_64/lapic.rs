@@ -3,7 +3,7 @@
 //!
 //! Works in xAPIC mode (registers in an MMIO page, mapped uncached) or, if firmware
 //! left it on, x2APIC mode (registers as MSRs 0x800+). The timer is calibrated once
-//! against the PIT, which also yields the TSC rate.
+//! against the PIT.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -91,8 +91,6 @@ fn write(reg: u32, value: u32) {
 pub struct Calibration {
     /// LAPIC timer input clock in kHz (before the divider).
     pub bus_khz: u64,
-    /// TSC rate in kHz.
-    pub tsc_khz: u64,
     /// LAPIC id of the boot CPU.
     pub apic_id: u32,
     /// Whether the LAPIC is in x2APIC mode.
@@ -146,25 +144,20 @@ pub fn init(map_mmio: impl FnOnce(u64) -> u64) -> Calibration {
     write(REG_SPURIOUS, SPURIOUS_ENABLE | u32::from(trap::VECTOR_SPURIOUS));
     let apic_id = if x2apic { read(REG_ID) } else { read(REG_ID) >> 24 };
 
-    // Calibrate: count LAPIC timer and TSC ticks across a PIT window.
+    // Calibrate against PIT channel 2: under QEMU both run on the virtual clock, on
+    // hardware both on fixed crystals (the TSC may not agree with either under TCG).
     write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
     write(REG_LVT_TIMER, LVT_MASKED);
-    let tsc_start = time::pit_window(CALIBRATION_MS, || {
-        write(REG_TIMER_INITIAL, u32::MAX);
-        cpu::rdtsc()
-    });
+    time::pit_window(CALIBRATION_MS, || write(REG_TIMER_INITIAL, u32::MAX));
     let lapic_elapsed = u64::from(u32::MAX - read(REG_TIMER_CURRENT));
-    let tsc_elapsed = cpu::rdtsc().wrapping_sub(tsc_start);
     write(REG_TIMER_INITIAL, 0);
     let bus_khz = (lapic_elapsed * 16 / CALIBRATION_MS).max(1);
-    let tsc_khz = (tsc_elapsed / CALIBRATION_MS).max(1);
-    time::set_tsc_khz(tsc_khz);
 
     // Periodic tick.
     let initial = (bus_khz * 1000 / 16 / TIMER_HZ).clamp(1, u64::from(u32::MAX)) as u32;
     write(REG_LVT_TIMER, LVT_TIMER_PERIODIC | u32::from(trap::VECTOR_TIMER));
     write(REG_TIMER_INITIAL, initial);
-    Calibration { bus_khz, tsc_khz, apic_id, x2apic }
+    Calibration { bus_khz, apic_id, x2apic }
 }
 
 /// Timer interrupt handler.

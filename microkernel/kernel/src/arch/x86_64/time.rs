@@ -39,6 +39,15 @@ pub fn micros_since_boot() -> u64 {
     (u128::from(cycles_since_entry()) * 1000 / u128::from(khz)) as u64
 }
 
+/// Calibrates the TSC against PIT channel 2 over `millis` milliseconds and records the
+/// rate; returns it in kHz.
+pub fn calibrate_tsc(millis: u64) -> u64 {
+    let start = pit_window(millis, cpu::rdtsc);
+    let khz = (cpu::rdtsc().wrapping_sub(start) / millis).max(1);
+    set_tsc_khz(khz);
+    khz
+}
+
 /// The PIT's input clock.
 const PIT_HZ: u64 = 1_193_182;
 const PIT_CHANNEL2: u16 = 0x42;
