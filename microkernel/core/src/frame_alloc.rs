@@ -175,7 +175,7 @@ impl<'a> FrameAllocator<'a> {
         let word = (start..words)
             .chain(0..start)
             .find(|&word| self.free[word] != 0)?;
-        self.next_word = 0;
+        self.next_word = word;
         Some(self.take_lowest(word, u64::MAX))
     }
 
@@ -446,6 +446,23 @@ mod tests {
         assert_eq!(alloc.allocate_contiguous(257, 1), None);
         assert_eq!(alloc.allocate_contiguous(usize::MAX, usize::MAX), None);
         assert_eq!(alloc.free_frames(), 256 - 2 - 4 - 64 - 3);
+    }
+
+    #[test]
+    fn allocation_is_next_fit_so_freed_frames_wait_for_the_wrap_around() {
+        let mut storage = [0; 8]; // 256 frames
+        let mut alloc = FrameAllocator::new(&mut storage);
+        alloc.add_usable(addr(0), addr(256 * 4096));
+        for expected in 0..200 {
+            assert_eq!(alloc.allocate(), Some(frame(expected)));
+        }
+        alloc.free(frame(3)).unwrap();
+        // The search goes on from where it stopped instead of rescanning from frame 0.
+        assert_eq!(alloc.allocate(), Some(frame(200)));
+        for expected in 201..256 {
+            assert_eq!(alloc.allocate(), Some(frame(expected)));
+        }
+        assert_eq!(alloc.allocate(), Some(frame(3)));
     }
 
     #[test]

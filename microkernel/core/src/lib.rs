@@ -16,4 +16,5 @@ pub mod boot;
 pub mod contract;
 pub mod frame_alloc;
 pub mod logframe;
+pub mod manifest;
 pub mod paging;

@@ -323,7 +323,10 @@ mod tests {
         out
     }
 
-    fn deframe_all(stream: &[u8]) -> Vec<(Option<(Kind, SourceId)>, Vec<u8>)> {
+    /// A deframed stretch: `Some((kind, source))` for a packet, `None` for garbage.
+    type Stretch = (Option<(Kind, SourceId)>, Vec<u8>);
+
+    fn deframe_all(stream: &[u8]) -> Vec<Stretch> {
         let mut deframer = Deframer::new();
         let mut out = Vec::new();
         for &byte in stream {

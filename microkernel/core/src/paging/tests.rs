@@ -606,6 +606,33 @@ fn translate_reports_the_access_every_level_allows() {
 }
 
 #[test]
+fn the_pat_bit_of_a_foreign_huge_page_is_not_part_of_its_address() {
+    // Tables built elsewhere (firmware, a boot loader) may set PAT, bit 12 of a huge
+    // leaf, which lies inside the address field.
+    let (mut mem, mut frames, mut table) = setup::<X86>();
+    let data = Access::KERNEL_DATA;
+    table
+        .map(
+            &mut mem,
+            &mut frames,
+            v(0x20_0000),
+            p(0x4000_0000),
+            PageSize::Size2M,
+            data,
+        )
+        .unwrap();
+    let walk = walk_entries(&mem, table.root(), v(0x20_0000));
+    let pd = PhysFrame::containing(p(walk[1] & X86::ADDRESS_MASK));
+    mem.write_entry(pd, 1, walk[2] | 1 << 12);
+    let got = table.translate(&mem, v(0x20_0123)).unwrap();
+    assert_eq!(got.phys, p(0x4000_0123));
+    assert_eq!(
+        table.unmap(&mut mem, v(0x20_0000)),
+        Ok((p(0x4000_0000), PageSize::Size2M))
+    );
+}
+
+#[test]
 fn nested_tables_carry_user_everywhere_and_allow_guest_ram_to_be_rwx() {
     let (mut mem, mut frames, mut table) = setup::<Npt>();
     table

@@ -1,0 +1,561 @@
+//! The ABI between the Esker kernel and its user worlds.
+//!
+//! Everything both sides must agree on bit for bit lives here and nowhere else: system-call
+//! numbers and register conventions, capability rights, error codes, kernel object kinds,
+//! the message-info word, the per-world IPC buffer, and the fixed user address-space layout.
+//! The crate is `no_std`, has no `unsafe` and no behaviour beyond encoding and decoding.
+//!
+//! # System-call convention
+//!
+//! `syscall` with the call number in `rax` and up to six arguments in
+//! `rdi, rsi, rdx, r10, r8, r9` (`r10` replaces `rcx`, which `syscall` clobbers, as does
+//! `r11`). On return `rax` holds `0` or an [`Error`] code, and up to six results come back in
+//! `rdi, rsi, rdx, r10, r8, r9`. All other registers are preserved.
+//!
+//! # Messages
+//!
+//! An IPC message is a [`MessageInfo`] word, four message registers (`mr0..mr3`, carried in
+//! CPU registers — the fast path), up to [`MAX_MESSAGE_BYTES`] of data in the sender's
+//! [`IpcBuffer`], and up to [`MAX_MESSAGE_CAPS`] capabilities named in the buffer's
+//! `send_caps`. The kernel copies data and capabilities into the receiver's buffer; received
+//! capabilities land in free slots of the receiver's table, listed in `received_caps`.
+#![no_std]
+#![forbid(unsafe_code)]
+
+use core::fmt;
+
+/// An index into a world's capability table.
+pub type CapSlot = u32;
+
+/// Slots in each world's capability table.
+pub const CAP_SLOTS: usize = 256;
+
+/// Most data bytes one message carries (in the IPC buffer).
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Most capabilities one message carries.
+pub const MAX_MESSAGE_CAPS: usize = 4;
+
+/// Message registers carried in CPU registers.
+pub const MESSAGE_REGISTERS: usize = 4;
+
+/// System calls. The discriminant is the value in `rax`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Syscall {
+    /// `log(ptr, len)`: emit one defmt frame (or, with `len`'s bit 63 set, UTF-8 text) on
+    /// the kernel log, tagged with this world's name. Needs a [`ObjectKind::Log`] capability
+    /// in `a2`.
+    Log = 0,
+    /// `call(endpoint, info, mr0..mr3) -> (info, badge, mr0..mr3)`: send and wait for the reply.
+    Call = 1,
+    /// `send(endpoint, info, mr0..mr3)`: send, blocking until a receiver takes it; no reply.
+    Send = 2,
+    /// `recv(endpoint) -> (info, badge, mr0..mr3)`: wait for a message.
+    Recv = 3,
+    /// `reply(info, mr0..mr3)`: answer the caller of the last `call` received; never blocks.
+    Reply = 4,
+    /// `reply_recv(endpoint, info, mr0..mr3) -> (info, badge, mr0..mr3)`: reply, then wait.
+    ReplyRecv = 5,
+    /// `signal(notification, bits)`: set bits; wakes a waiter.
+    Signal = 6,
+    /// `wait(notification) -> bits`: wait until any bit is set, take and clear them all.
+    Wait = 7,
+    /// `poll(notification) -> bits`: take and clear the bits without waiting (may be 0).
+    Poll = 8,
+    /// `cap_derive(slot, rights, badge) -> new_slot`: a copy with fewer (or equal) rights
+    /// and, if the source has none, a badge (`badge` 0 = keep). Needs [`Rights::GRANT`].
+    CapDerive = 9,
+    /// `cap_delete(slot)`: empty a slot (its derived copies stay).
+    CapDelete = 10,
+    /// `cap_revoke(slot)`: delete every capability derived from this one, in every world.
+    CapRevoke = 11,
+    /// `cap_info(slot) -> (kind, rights, badge)`.
+    CapInfo = 12,
+    /// `memory_map(slot, vaddr, rights) -> size`: map a Memory capability's region at
+    /// `vaddr` in this world, with at most the capability's rights.
+    MemoryMap = 13,
+    /// `memory_unmap(slot)`: remove a mapping made with `memory_map`.
+    MemoryUnmap = 14,
+    /// `port_in(slot, port, width) -> value` on an I/O-port capability (width 1, 2 or 4).
+    PortIn = 15,
+    /// `port_out(slot, port, width, value)`.
+    PortOut = 16,
+    /// `irq_ack(slot)`: re-enable an interrupt line after handling it.
+    IrqAck = 17,
+    /// `yield()`: give up the rest of the time slice.
+    Yield = 18,
+    /// `exit(code)`: stop this world.
+    Exit = 19,
+    /// `kernel_info(what) -> ...`: read-only facts for the world (e.g. its own name).
+    KernelInfo = 20,
+}
+
+impl Syscall {
+    /// Every system call, in number order.
+    pub const ALL: [Syscall; 21] = [
+        Self::Log,
+        Self::Call,
+        Self::Send,
+        Self::Recv,
+        Self::Reply,
+        Self::ReplyRecv,
+        Self::Signal,
+        Self::Wait,
+        Self::Poll,
+        Self::CapDerive,
+        Self::CapDelete,
+        Self::CapRevoke,
+        Self::CapInfo,
+        Self::MemoryMap,
+        Self::MemoryUnmap,
+        Self::PortIn,
+        Self::PortOut,
+        Self::IrqAck,
+        Self::Yield,
+        Self::Exit,
+        Self::KernelInfo,
+    ];
+
+    /// Decodes `rax`.
+    pub fn from_number(number: u64) -> Option<Self> {
+        Self::ALL.get(usize::try_from(number).ok()?).copied()
+    }
+}
+
+/// Errors a system call returns in `rax`. `0` means success.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Error {
+    /// No such system call.
+    InvalidSyscall = 1,
+    /// The slot is out of range or empty.
+    InvalidCapability = 2,
+    /// The capability names an object of another kind.
+    WrongObjectKind = 3,
+    /// The capability lacks a right the operation needs.
+    InsufficientRights = 4,
+    /// An argument is out of range or malformed.
+    InvalidArgument = 5,
+    /// More data or capabilities than a message carries.
+    MessageTooLong = 6,
+    /// No free slot for a received or derived capability.
+    NoFreeSlot = 7,
+    /// The kernel ran out of memory for the operation.
+    OutOfMemory = 8,
+    /// A user address is not mapped, not writable, or not in user space.
+    BadAddress = 9,
+    /// The operation would block and the caller asked it not to.
+    WouldBlock = 10,
+    /// There is no caller to reply to.
+    NoReplyTarget = 11,
+    /// The peer stopped (faulted or exited) while the operation was in progress.
+    PeerStopped = 12,
+    /// The port or range lies outside what the capability grants.
+    OutOfRange = 13,
+    /// The mapping conflicts with an existing one.
+    AlreadyMapped = 14,
+}
+
+impl Error {
+    /// Every error, in code order.
+    pub const ALL: [Error; 14] = [
+        Self::InvalidSyscall,
+        Self::InvalidCapability,
+        Self::WrongObjectKind,
+        Self::InsufficientRights,
+        Self::InvalidArgument,
+        Self::MessageTooLong,
+        Self::NoFreeSlot,
+        Self::OutOfMemory,
+        Self::BadAddress,
+        Self::WouldBlock,
+        Self::NoReplyTarget,
+        Self::PeerStopped,
+        Self::OutOfRange,
+        Self::AlreadyMapped,
+    ];
+
+    /// Decodes `rax` after a system call: `Ok(())` for 0, `Err` for a known code, and
+    /// `InvalidSyscall` for anything else (a kernel never returns unknown codes).
+    pub fn check(code: u64) -> Result<(), Error> {
+        if code == 0 {
+            return Ok(());
+        }
+        Err(Self::ALL.iter().copied().find(|e| *e as u64 == code).unwrap_or(Self::InvalidSyscall))
+    }
+
+    /// A short description.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::InvalidSyscall => "no such system call",
+            Self::InvalidCapability => "empty or out-of-range capability slot",
+            Self::WrongObjectKind => "capability names another kind of object",
+            Self::InsufficientRights => "capability lacks a needed right",
+            Self::InvalidArgument => "invalid argument",
+            Self::MessageTooLong => "message too long",
+            Self::NoFreeSlot => "no free capability slot",
+            Self::OutOfMemory => "kernel out of memory",
+            Self::BadAddress => "bad user address",
+            Self::WouldBlock => "operation would block",
+            Self::NoReplyTarget => "no caller to reply to",
+            Self::PeerStopped => "peer stopped",
+            Self::OutOfRange => "outside the range the capability grants",
+            Self::AlreadyMapped => "already mapped",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// Rights a capability carries. Derived copies can only drop rights, never add them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub struct Rights(u32);
+
+impl Rights {
+    /// No rights.
+    pub const NONE: Self = Self(0);
+    /// Read memory / receive on an endpoint.
+    pub const READ: Self = Self(1 << 0);
+    /// Write memory.
+    pub const WRITE: Self = Self(1 << 1);
+    /// Map memory executable.
+    pub const EXECUTE: Self = Self(1 << 2);
+    /// Pass this capability in a message or derive copies of it.
+    pub const GRANT: Self = Self(1 << 3);
+    /// Call (or send to) an endpoint.
+    pub const CALL: Self = Self(1 << 4);
+    /// Receive from (serve) an endpoint.
+    pub const RECEIVE: Self = Self(1 << 5);
+    /// Signal a notification.
+    pub const SIGNAL: Self = Self(1 << 6);
+    /// Wait on a notification.
+    pub const WAIT: Self = Self(1 << 7);
+    /// Map a memory region.
+    pub const MAP: Self = Self(1 << 8);
+    /// Use a device (port I/O, MMIO mapping, interrupt acknowledgement).
+    pub const DEVICE: Self = Self(1 << 9);
+    /// Emit log frames.
+    pub const LOG: Self = Self(1 << 10);
+    /// Every right.
+    pub const ALL: Self = Self((1 << 11) - 1);
+
+    /// The names of the rights, in bit order (for manifests and reports).
+    pub const NAMES: [(&'static str, Rights); 11] = [
+        ("read", Self::READ),
+        ("write", Self::WRITE),
+        ("execute", Self::EXECUTE),
+        ("grant", Self::GRANT),
+        ("call", Self::CALL),
+        ("receive", Self::RECEIVE),
+        ("signal", Self::SIGNAL),
+        ("wait", Self::WAIT),
+        ("map", Self::MAP),
+        ("device", Self::DEVICE),
+        ("log", Self::LOG),
+    ];
+
+    /// From raw bits; unknown bits are dropped.
+    pub const fn from_bits_truncate(bits: u32) -> Self {
+        Self(bits & Self::ALL.0)
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every right in `other` is in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Rights in both.
+    pub const fn intersection(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+
+    /// Rights in either.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// Whether no right is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Looks up one right by name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
+    }
+}
+
+impl core::ops::BitOr for Rights {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        self.union(rhs)
+    }
+}
+
+impl fmt::Debug for Rights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Rights {
+    /// `call+grant`, or `none`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        let mut first = true;
+        for (name, right) in Self::NAMES {
+            if self.contains(right) {
+                if !first {
+                    f.write_str("+")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kinds of kernel objects a capability can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[repr(u8)]
+pub enum ObjectKind {
+    /// A world (thread of control + address space + capability table).
+    World = 1,
+    /// A synchronous call/reply rendezvous.
+    Endpoint = 2,
+    /// Asynchronous signal bits.
+    Notification = 3,
+    /// A region of physical memory.
+    Memory = 4,
+    /// A range of I/O ports.
+    IoPorts = 5,
+    /// A region of device MMIO.
+    Mmio = 6,
+    /// An interrupt line, delivered as a notification.
+    Interrupt = 7,
+    /// The right to write to the kernel log.
+    Log = 8,
+}
+
+impl ObjectKind {
+    /// Every kind.
+    pub const ALL: [ObjectKind; 8] = [
+        Self::World,
+        Self::Endpoint,
+        Self::Notification,
+        Self::Memory,
+        Self::IoPorts,
+        Self::Mmio,
+        Self::Interrupt,
+        Self::Log,
+    ];
+
+    /// Decodes a kind number.
+    pub fn from_number(number: u64) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| *k as u64 == number)
+    }
+
+    /// Lower-case name used in manifests and reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::World => "world",
+            Self::Endpoint => "endpoint",
+            Self::Notification => "notification",
+            Self::Memory => "memory",
+            Self::IoPorts => "ioports",
+            Self::Mmio => "mmio",
+            Self::Interrupt => "interrupt",
+            Self::Log => "log",
+        }
+    }
+}
+
+/// The first word of every message: data length, capability count and a label.
+///
+/// Bits 0..13 length in bytes (0..=4096), bits 16..19 capability count (0..=4),
+/// bits 32..63 a label the protocol chooses (e.g. request kind or reply status).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct MessageInfo(pub u64);
+
+impl MessageInfo {
+    /// Builds an info word; `None` if length or capability count is out of range.
+    pub const fn new(label: u32, length: usize, caps: usize) -> Option<Self> {
+        if length > MAX_MESSAGE_BYTES || caps > MAX_MESSAGE_CAPS {
+            return None;
+        }
+        Some(Self(((label as u64) << 32) | ((caps as u64) << 16) | length as u64))
+    }
+
+    /// Data length in bytes (may exceed the maximum in a hostile word: check it).
+    pub const fn length(self) -> usize {
+        (self.0 & 0x3fff) as usize
+    }
+
+    /// Capability count (may exceed the maximum in a hostile word: check it).
+    pub const fn caps(self) -> usize {
+        ((self.0 >> 16) & 0xf) as usize
+    }
+
+    /// The protocol's label.
+    pub const fn label(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// Whether length and capability count are within limits.
+    pub const fn is_valid(self) -> bool {
+        self.length() <= MAX_MESSAGE_BYTES && self.caps() <= MAX_MESSAGE_CAPS && self.0 & 0xfff0_c000 == 0
+    }
+}
+
+impl fmt::Debug for MessageInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageInfo(label {}, {} bytes, {} caps)", self.label(), self.length(), self.caps())
+    }
+}
+
+/// The per-world IPC buffer, mapped read-write at [`layout::IPC_BUFFER`].
+#[repr(C)]
+pub struct IpcBuffer {
+    /// Slots of the capabilities to send with the next message.
+    pub send_caps: [CapSlot; MAX_MESSAGE_CAPS],
+    /// Slots where the capabilities of the last received message were placed.
+    pub received_caps: [CapSlot; MAX_MESSAGE_CAPS],
+    /// How many entries of `received_caps` are valid.
+    pub received_count: u32,
+    /// Reserved, zero.
+    pub reserved: [u32; 7],
+    /// Message data.
+    pub data: [u8; MAX_MESSAGE_BYTES],
+}
+
+/// Offset of [`IpcBuffer::data`] in the buffer.
+pub const IPC_DATA_OFFSET: usize = 64;
+const _: () = assert!(core::mem::offset_of!(IpcBuffer, data) == IPC_DATA_OFFSET);
+const _: () = assert!(core::mem::size_of::<IpcBuffer>() <= layout::IPC_BUFFER_SIZE as usize);
+
+/// The fixed layout of every user world's address space.
+pub mod layout {
+    /// Lowest address a world's program may be linked at.
+    pub const PROGRAM_BASE: u64 = 0x40_0000;
+    /// The IPC buffer (two pages).
+    pub const IPC_BUFFER: u64 = 0x7fff_ff00_0000;
+    /// Size of the IPC buffer mapping.
+    pub const IPC_BUFFER_SIZE: u64 = 2 * 4096;
+    /// One past the top of the initial stack.
+    pub const STACK_TOP: u64 = 0x7fff_fe00_0000;
+    /// Where `memory_map` may place regions: [MAP_BASE, MAP_END).
+    pub const MAP_BASE: u64 = 0x1000_0000_0000;
+    /// See [`MAP_BASE`].
+    pub const MAP_END: u64 = 0x7000_0000_0000;
+    /// One past the highest user address.
+    pub const USER_END: u64 = 0x8000_0000_0000;
+}
+
+/// What [`Syscall::KernelInfo`] can be asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum KernelInfo {
+    /// Copies the world's name into the IPC buffer's data; returns its length.
+    WorldName = 1,
+    /// Returns the TSC rate in kHz.
+    TscKhz = 2,
+}
+
+/// How servers encode who may use which operations of a channel into a capability's badge.
+///
+/// Every client's endpoint capability carries a badge: the low 32 bits are a mask of the
+/// channel operations (request kinds) it may invoke, bits 32..47 identify the client
+/// world (its index in the manifest). The kernel only delivers the badge; the server's
+/// channel runtime refuses requests whose operation bit is missing, and the capability
+/// audit checks the same masks statically.
+pub mod badge {
+    /// Builds a badge.
+    pub const fn encode(client: u16, operations: u32) -> u64 {
+        ((client as u64) << 32) | operations as u64
+    }
+
+    /// The client world index in a badge.
+    pub const fn client(badge: u64) -> u16 {
+        (badge >> 32) as u16
+    }
+
+    /// The operation mask in a badge.
+    pub const fn operations(badge: u64) -> u32 {
+        badge as u32
+    }
+
+    /// Whether a badge allows operation number `op` (0..32).
+    pub const fn allows(badge: u64, op: u32) -> bool {
+        op < 32 && operations(badge) & (1 << op) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::format;
+
+    #[test]
+    fn syscall_numbers_round_trip_and_unknown_numbers_are_refused() {
+        for (i, call) in Syscall::ALL.iter().enumerate() {
+            assert_eq!(*call as u64, i as u64);
+            assert_eq!(Syscall::from_number(i as u64), Some(*call));
+        }
+        assert_eq!(Syscall::from_number(Syscall::ALL.len() as u64), None);
+        assert_eq!(Syscall::from_number(u64::MAX), None);
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        assert_eq!(Error::check(0), Ok(()));
+        for e in Error::ALL {
+            assert_eq!(Error::check(e as u64), Err(e));
+        }
+        assert_eq!(Error::check(9999), Err(Error::InvalidSyscall));
+    }
+
+    #[test]
+    fn rights_print_and_parse() {
+        let r = Rights::CALL | Rights::GRANT;
+        assert_eq!(format!("{r}"), "grant+call");
+        assert_eq!(Rights::from_name("call"), Some(Rights::CALL));
+        assert_eq!(Rights::from_name("fly"), None);
+        assert!(r.contains(Rights::CALL));
+        assert!(!r.contains(Rights::RECEIVE));
+        assert_eq!(Rights::from_bits_truncate(u32::MAX), Rights::ALL);
+    }
+
+    #[test]
+    fn message_info_checks_limits() {
+        let info = MessageInfo::new(7, 4096, 4).unwrap();
+        assert_eq!((info.label(), info.length(), info.caps()), (7, 4096, 4));
+        assert!(info.is_valid());
+        assert!(MessageInfo::new(0, 4097, 0).is_none());
+        assert!(MessageInfo::new(0, 0, 5).is_none());
+        assert!(!MessageInfo(0x3fff).is_valid());
+        assert!(!MessageInfo(5 << 16).is_valid());
+        assert!(!MessageInfo(1 << 20).is_valid(), "reserved bits must be zero");
+    }
+
+    #[test]
+    fn badges_carry_client_and_operations() {
+        let b = badge::encode(3, 0b101);
+        assert_eq!(badge::client(b), 3);
+        assert!(badge::allows(b, 0) && !badge::allows(b, 1) && badge::allows(b, 2));
+        assert!(!badge::allows(b, 40));
+    }
+}
