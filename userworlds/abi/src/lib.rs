@@ -503,6 +503,98 @@ pub mod badge {
     }
 }
 
+/// What a world finds at start: its name and a directory of its capabilities.
+///
+/// At entry `rdi` holds the length of this record, which the kernel wrote at the start of
+/// the IPC buffer's data. Layout (little-endian): `name_len:u8 name` then, until the end,
+/// entries `slot:u32 name_len:u8 name`. Capability names come from the manifest
+/// (`log`, `serve:<channel>`, `call:<channel>`, `device:<name>`, `memory:<name>`, …).
+pub mod start_info {
+    /// Why a start-info record could not be written or read.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum StartInfoError {
+        /// The output buffer is too small.
+        TooLong,
+        /// A name is longer than 255 bytes.
+        NameTooLong,
+        /// The record is truncated or not UTF-8.
+        Malformed,
+    }
+
+    /// Writes a record into `out`; returns its length.
+    pub fn encode<'a>(
+        world_name: &str,
+        caps: impl IntoIterator<Item = (u32, &'a str)>,
+        out: &mut [u8],
+    ) -> Result<usize, StartInfoError> {
+        let mut at = 0;
+        let mut put = |bytes: &[u8], at: &mut usize| -> Result<(), StartInfoError> {
+            let end = at.checked_add(bytes.len()).ok_or(StartInfoError::TooLong)?;
+            out.get_mut(*at..end).ok_or(StartInfoError::TooLong)?.copy_from_slice(bytes);
+            *at = end;
+            Ok(())
+        };
+        let name_len = u8::try_from(world_name.len()).map_err(|_| StartInfoError::NameTooLong)?;
+        put(&[name_len], &mut at)?;
+        put(world_name.as_bytes(), &mut at)?;
+        for (slot, name) in caps {
+            let len = u8::try_from(name.len()).map_err(|_| StartInfoError::NameTooLong)?;
+            put(&slot.to_le_bytes(), &mut at)?;
+            put(&[len], &mut at)?;
+            put(name.as_bytes(), &mut at)?;
+        }
+        Ok(at)
+    }
+
+    /// A decoded record, borrowing from the buffer.
+    #[derive(Clone, Copy, Debug)]
+    pub struct StartInfo<'a> {
+        /// The world's name.
+        pub world_name: &'a str,
+        entries: &'a [u8],
+    }
+
+    impl<'a> StartInfo<'a> {
+        /// Reads a record.
+        pub fn decode(bytes: &'a [u8]) -> Result<Self, StartInfoError> {
+            let (&len, rest) = bytes.split_first().ok_or(StartInfoError::Malformed)?;
+            let name = rest.get(..usize::from(len)).ok_or(StartInfoError::Malformed)?;
+            let world_name = core::str::from_utf8(name).map_err(|_| StartInfoError::Malformed)?;
+            let info = Self { world_name, entries: &rest[usize::from(len)..] };
+            // Validate every entry once so that iteration cannot fail later.
+            let mut rest = info.entries;
+            while !rest.is_empty() {
+                let (_, _, tail) = split_entry(rest)?;
+                rest = tail;
+            }
+            Ok(info)
+        }
+
+        /// The `(slot, name)` entries.
+        pub fn caps(&self) -> impl Iterator<Item = (u32, &'a str)> + 'a {
+            let mut rest = self.entries;
+            core::iter::from_fn(move || {
+                let (slot, name, tail) = split_entry(rest).ok()?;
+                rest = tail;
+                Some((slot, name))
+            })
+        }
+
+        /// The slot of the capability called `name`.
+        pub fn slot(&self, name: &str) -> Option<u32> {
+            self.caps().find(|(_, n)| *n == name).map(|(s, _)| s)
+        }
+    }
+
+    fn split_entry(bytes: &[u8]) -> Result<(u32, &str, &[u8]), StartInfoError> {
+        let (slot, rest) = bytes.split_first_chunk::<4>().ok_or(StartInfoError::Malformed)?;
+        let (&len, rest) = rest.split_first().ok_or(StartInfoError::Malformed)?;
+        let name = rest.get(..usize::from(len)).ok_or(StartInfoError::Malformed)?;
+        let name = core::str::from_utf8(name).map_err(|_| StartInfoError::Malformed)?;
+        Ok((u32::from_le_bytes(*slot), name, &rest[usize::from(len)..]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -549,6 +641,23 @@ mod tests {
         assert!(!MessageInfo(0x3fff).is_valid());
         assert!(!MessageInfo(5 << 16).is_valid());
         assert!(!MessageInfo(1 << 20).is_valid(), "reserved bits must be zero");
+    }
+
+    #[test]
+    fn start_info_round_trips_and_rejects_truncation() {
+        let mut buf = [0u8; 128];
+        let n = start_info::encode("hostd", [(0, "log"), (3, "call:auth")], &mut buf).unwrap();
+        let info = start_info::StartInfo::decode(&buf[..n]).unwrap();
+        assert_eq!(info.world_name, "hostd");
+        assert_eq!(info.slot("call:auth"), Some(3));
+        assert_eq!(info.slot("serve:auth"), None);
+        assert_eq!(info.caps().count(), 2);
+        for cut in 1..n {
+            if let Ok(info) = start_info::StartInfo::decode(&buf[..cut]) {
+                assert!(info.caps().count() < 2, "truncated record at {cut} decoded fully");
+            }
+        }
+        assert_eq!(start_info::encode("x", [(0, "log")], &mut buf[..4]), Err(start_info::StartInfoError::TooLong));
     }
 
     #[test]
