@@ -103,6 +103,10 @@ pub enum ObjectSpec<'a> {
         name: &'a str,
         /// Legacy IRQ line (GSI).
         line: u8,
+        /// Index (into [`CompiledManifest::objects`]) of the notification it signals.
+        notification: u16,
+        /// The notification bit it sets.
+        bit: u8,
     },
 }
 
@@ -281,6 +285,14 @@ impl<'a> Bundle<'a> {
             }
             if world.caps.iter().any(|c| usize::from(c.object) >= self.manifest.objects.len()) {
                 return Err(BundleError::BadObjectIndex);
+            }
+        }
+        for object in &self.manifest.objects {
+            if let ObjectSpec::Interrupt { notification, bit, .. } = object {
+                let target = self.manifest.objects.get(usize::from(*notification));
+                if !matches!(target, Some(ObjectSpec::Notification { .. })) || *bit >= 64 {
+                    return Err(BundleError::BadObjectIndex);
+                }
             }
         }
         Ok(())
