@@ -45,7 +45,12 @@ pub struct SchedParams {
 
 impl Default for SchedParams {
     fn default() -> Self {
-        Self { shares: 1000, reservation_mhz: 0, limit_mhz: 0, affinity: 0 }
+        Self {
+            shares: 1000,
+            reservation_mhz: 0,
+            limit_mhz: 0,
+            affinity: 0,
+        }
     }
 }
 
@@ -230,10 +235,15 @@ pub enum BundleError {
 impl core::fmt::Display for BundleError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Empty => f.write_str("the image carries no bundle (built without `cargo xtask image`?)"),
+            Self::Empty => {
+                f.write_str("the image carries no bundle (built without `cargo xtask image`?)")
+            }
             Self::BadMagic => f.write_str("bundle does not start with the ESKRBNDL magic"),
             Self::Version { found } => {
-                write!(f, "bundle format version {found}, this kernel reads version {BUNDLE_VERSION}")
+                write!(
+                    f,
+                    "bundle format version {found}, this kernel reads version {BUNDLE_VERSION}"
+                )
             }
             Self::Codec => f.write_str("bundle is malformed (postcard decoding failed)"),
             Self::MissingBinary => f.write_str("a world names a binary that is not in the bundle"),
@@ -249,7 +259,9 @@ impl<'a> Bundle<'a> {
         if bytes.is_empty() {
             return Err(BundleError::Empty);
         }
-        let rest = bytes.strip_prefix(&BUNDLE_MAGIC).ok_or(BundleError::BadMagic)?;
+        let rest = bytes
+            .strip_prefix(&BUNDLE_MAGIC)
+            .ok_or(BundleError::BadMagic)?;
         let (version, body) = rest.split_first_chunk::<4>().ok_or(BundleError::BadMagic)?;
         let found = u32::from_le_bytes(*version);
         if found != BUNDLE_VERSION {
@@ -269,7 +281,9 @@ impl<'a> Bundle<'a> {
         }
         out[..8].copy_from_slice(&BUNDLE_MAGIC);
         out[8..12].copy_from_slice(&BUNDLE_VERSION.to_le_bytes());
-        let used = postcard::to_slice(self, &mut out[header..]).map_err(|_| BundleError::BufferTooSmall)?.len();
+        let used = postcard::to_slice(self, &mut out[header..])
+            .map_err(|_| BundleError::BufferTooSmall)?
+            .len();
         Ok(header + used)
     }
 
@@ -283,12 +297,19 @@ impl<'a> Bundle<'a> {
             if self.binary(world.binary).is_none() {
                 return Err(BundleError::MissingBinary);
             }
-            if world.caps.iter().any(|c| usize::from(c.object) >= self.manifest.objects.len()) {
+            if world
+                .caps
+                .iter()
+                .any(|c| usize::from(c.object) >= self.manifest.objects.len())
+            {
                 return Err(BundleError::BadObjectIndex);
             }
         }
         for object in &self.manifest.objects {
-            if let ObjectSpec::Interrupt { notification, bit, .. } = object {
+            if let ObjectSpec::Interrupt {
+                notification, bit, ..
+            } = object
+            {
                 let target = self.manifest.objects.get(usize::from(*notification));
                 if !matches!(target, Some(ObjectSpec::Notification { .. })) || *bit >= 64 {
                     return Err(BundleError::BadObjectIndex);
@@ -306,8 +327,22 @@ mod tests {
 
     fn sample() -> Bundle<'static> {
         let mut caps = Vec::new();
-        caps.push(CapSpec { slot: 0, name: "log", object: 0, rights: Rights::LOG, badge: 0 }).unwrap();
-        caps.push(CapSpec { slot: 1, name: "serve:auth", object: 1, rights: Rights::RECEIVE, badge: 0 }).unwrap();
+        caps.push(CapSpec {
+            slot: 0,
+            name: "log",
+            object: 0,
+            rights: Rights::LOG,
+            badge: 0,
+        })
+        .unwrap();
+        caps.push(CapSpec {
+            slot: 1,
+            name: "serve:auth",
+            object: 1,
+            rights: Rights::RECEIVE,
+            badge: 0,
+        })
+        .unwrap();
         let mut worlds = Vec::new();
         worlds
             .push(WorldSpec {
@@ -323,8 +358,16 @@ mod tests {
         objects.push(ObjectSpec::Log { world: "vmkauthd" }).unwrap();
         objects.push(ObjectSpec::Endpoint { name: "auth" }).unwrap();
         let mut binaries = Vec::new();
-        binaries.push(Binary { name: "vmkauthd", elf: b"\x7fELF fake" }).unwrap();
-        Bundle { manifest: CompiledManifest { worlds, objects }, binaries }
+        binaries
+            .push(Binary {
+                name: "vmkauthd",
+                elf: b"\x7fELF fake",
+            })
+            .unwrap();
+        Bundle {
+            manifest: CompiledManifest { worlds, objects },
+            binaries,
+        }
     }
 
     #[test]
@@ -343,7 +386,10 @@ mod tests {
         assert_eq!(Bundle::decode(b"NOTABUNDLE..."), Err(BundleError::BadMagic));
         let mut bytes = BUNDLE_MAGIC.to_vec();
         bytes.extend(99u32.to_le_bytes());
-        assert_eq!(Bundle::decode(&bytes), Err(BundleError::Version { found: 99 }));
+        assert_eq!(
+            Bundle::decode(&bytes),
+            Err(BundleError::Version { found: 99 })
+        );
     }
 
     #[test]

@@ -9,10 +9,16 @@ struct IdentityMappedLow4G;
 
 impl PhysRead for IdentityMappedLow4G {
     fn read(&self, paddr: u64, buf: &mut [u8]) -> Result<(), OutOfRange> {
-        let out_of_range = OutOfRange { paddr, len: buf.len() };
+        let out_of_range = OutOfRange {
+            paddr,
+            len: buf.len(),
+        };
         let end = paddr.checked_add(buf.len() as u64).ok_or(out_of_range)?;
         if paddr == 0 || end > 1 << 32 {
-            return Err(OutOfRange { paddr, len: buf.len() });
+            return Err(OutOfRange {
+                paddr,
+                len: buf.len(),
+            });
         }
         // SAFETY: [paddr, end) is non-null and below 4 GiB, which the boot stub maps
         // (identity, readable); boot structures are not modified concurrently (one CPU
@@ -49,9 +55,15 @@ impl core::fmt::Display for BootError {
 pub fn read(protocol: u32, info_paddr: u32, loader_magic: u32) -> Result<BootInfo, BootError> {
     let info_paddr = u64::from(info_paddr);
     match protocol {
-        PROTOCOL_PVH => boot::pvh::parse(&IdentityMappedLow4G, info_paddr).map_err(BootError::Parse),
-        PROTOCOL_MULTIBOOT2 if loader_magic != MULTIBOOT2_LOADER_MAGIC => Err(BootError::BadLoaderMagic(loader_magic)),
-        PROTOCOL_MULTIBOOT2 => boot::multiboot2::parse(&IdentityMappedLow4G, info_paddr).map_err(BootError::Parse),
+        PROTOCOL_PVH => {
+            boot::pvh::parse(&IdentityMappedLow4G, info_paddr).map_err(BootError::Parse)
+        }
+        PROTOCOL_MULTIBOOT2 if loader_magic != MULTIBOOT2_LOADER_MAGIC => {
+            Err(BootError::BadLoaderMagic(loader_magic))
+        }
+        PROTOCOL_MULTIBOOT2 => {
+            boot::multiboot2::parse(&IdentityMappedLow4G, info_paddr).map_err(BootError::Parse)
+        }
         other => Err(BootError::UnknownProtocol(other)),
     }
 }

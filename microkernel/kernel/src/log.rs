@@ -51,13 +51,18 @@ unsafe impl defmt::Logger for KernelLogger {
     fn acquire() {
         let interrupts_were_enabled = cpu::interrupts_enabled();
         cpu::disable_interrupts();
-        while LOCKED.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        while LOCKED
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             core::hint::spin_loop();
         }
         with_state(|state| {
             state.interrupts_were_enabled = interrupts_were_enabled;
             state.packet.start(Kind::Defmt, KERNEL_SOURCE);
-            let LoggerState { packet, encoder, .. } = state;
+            let LoggerState {
+                packet, encoder, ..
+            } = state;
             encoder.start_frame(|bytes| packet.push(bytes));
         });
     }
@@ -66,7 +71,9 @@ unsafe impl defmt::Logger for KernelLogger {
 
     unsafe fn release() {
         let restore = with_state(|state| {
-            let LoggerState { packet, encoder, .. } = state;
+            let LoggerState {
+                packet, encoder, ..
+            } = state;
             encoder.end_frame(|bytes| packet.push(bytes));
             packet.finish(serial::write_byte);
             state.interrupts_were_enabled
@@ -79,7 +86,9 @@ unsafe impl defmt::Logger for KernelLogger {
 
     unsafe fn write(bytes: &[u8]) {
         with_state(|state| {
-            let LoggerState { packet, encoder, .. } = state;
+            let LoggerState {
+                packet, encoder, ..
+            } = state;
             encoder.write(bytes, |out| packet.push(out));
         });
     }

@@ -53,12 +53,15 @@ pub extern "C" fn kernel_entry(protocol: u32, info_paddr: u32, loader_magic: u32
     let boot = match bootinfo::read(protocol, info_paddr, loader_magic) {
         Ok(boot) => boot,
         Err(error) => {
-            defmt::error!("boot: unusable boot information: {}", defmt::Display2Format(&error));
+            defmt::error!(
+                "boot: unusable boot information: {}",
+                defmt::Display2Format(&error)
+            );
             power::power_off(exit_code::BAD_BOOT);
         }
     };
     defmt::info!(
-        "boot: {} via {=str}, command line \"{=str}\"",
+        "boot: {} (loader \"{=str}\"), command line \"{=str}\"",
         defmt::Display2Format(&boot.protocol),
         boot.loader_name.as_str(),
         boot.cmdline.as_str()
@@ -138,7 +141,11 @@ pub extern "C" fn kernel_entry(protocol: u32, info_paddr: u32, loader_magic: u32
         tsc_khz
     );
 
-    defmt::info!("{=str} (boot took {=u64} TSC cycles)", contract::READY, time::cycles_since_entry());
+    defmt::info!(
+        "{=str} (boot took {=u64} TSC cycles)",
+        contract::READY,
+        time::cycles_since_entry()
+    );
     selftest::run(boot.cmdline.as_str());
     loop {
         cpu::halt();
@@ -150,10 +157,16 @@ pub extern "C" fn kernel_entry(protocol: u32, info_paddr: u32, loader_magic: u32
 fn log_virtualization(features: &cpu::Features) {
     match features.svm {
         Some(svm) if svm.disabled_by_firmware => {
-            defmt::warn!("svm: present but disabled by firmware (VM_CR.SVMDIS); enable SVM in the BIOS setup")
+            defmt::warn!(
+                "svm: present but disabled by firmware (VM_CR.SVMDIS); enable SVM in the BIOS setup"
+            )
         }
         Some(svm) => {
-            defmt::info!("svm: supported, revision {=u32}, {=u32} ASIDs", svm.revision, svm.asids);
+            defmt::info!(
+                "svm: supported, revision {=u32}, {=u32} ASIDs",
+                svm.revision,
+                svm.asids
+            );
             if svm.nested_paging {
                 defmt::info!("nested paging: supported");
             } else {

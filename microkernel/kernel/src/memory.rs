@@ -189,39 +189,91 @@ fn find_early_window(boot: &BootInfo, kernel: (u64, u64), bytes: u64) -> Option<
 
 /// Takes over physical memory and switches to the kernel's own page tables.
 pub fn init(boot: &BootInfo, features: &Features) -> Result<MemoryReport, MemoryError> {
-    let kernel = (symbol_address!(__kernel_phys_start), symbol_address!(__kernel_phys_end));
+    let kernel = (
+        symbol_address!(__kernel_phys_start),
+        symbol_address!(__kernel_phys_end),
+    );
     let highest = boot.memory_map.highest_usable_end();
     let bitmap_words = frame_alloc::storage_words(highest) as u64;
     let bitmap_bytes = (bitmap_words * 8).div_ceil(PAGE_SIZE) * PAGE_SIZE;
     // Page tables: a few for the image, one PD per GiB of direct map, slack for edges.
     let table_budget = (64 + (highest >> 30) * 2) * PAGE_SIZE;
-    let window = find_early_window(boot, kernel, bitmap_bytes + table_budget)
-        .ok_or(MemoryError::NoRoomForWindow { needed_bytes: bitmap_bytes + table_budget })?;
+    let window = find_early_window(boot, kernel, bitmap_bytes + table_budget).ok_or(
+        MemoryError::NoRoomForWindow {
+            needed_bytes: bitmap_bytes + table_budget,
+        },
+    )?;
     let tables_start = window + bitmap_bytes;
-    let mut early = EarlyFrames { next: tables_start, end: tables_start + table_budget };
+    let mut early = EarlyFrames {
+        next: tables_start,
+        end: tables_start + table_budget,
+    };
     let mut identity = OffsetPhysMemory { offset: 0 };
 
     let mut table = PageTable::new(&mut identity, &mut early)?;
-    let image = |start: u64, end: u64| (VirtAddr::new(start), PhysAddr::new(start - KERNEL_VIRT_OFFSET), end - start);
+    let image = |start: u64, end: u64| {
+        (
+            VirtAddr::new(start),
+            PhysAddr::new(start - KERNEL_VIRT_OFFSET),
+            end - start,
+        )
+    };
     let sections = [
-        (image(symbol_address!(__text_start), symbol_address!(__text_end)), Access::KERNEL_CODE),
-        (image(symbol_address!(__rodata_start), symbol_address!(__rodata_end)), Access::KERNEL_RODATA),
-        (image(symbol_address!(__data_start), symbol_address!(__stack_guard_start)), Access::KERNEL_DATA),
-        (image(symbol_address!(__stack_guard_end), symbol_address!(__data_end)), Access::KERNEL_DATA),
+        (
+            image(symbol_address!(__text_start), symbol_address!(__text_end)),
+            Access::KERNEL_CODE,
+        ),
+        (
+            image(
+                symbol_address!(__rodata_start),
+                symbol_address!(__rodata_end),
+            ),
+            Access::KERNEL_RODATA,
+        ),
+        (
+            image(
+                symbol_address!(__data_start),
+                symbol_address!(__stack_guard_start),
+            ),
+            Access::KERNEL_DATA,
+        ),
+        (
+            image(
+                symbol_address!(__stack_guard_end),
+                symbol_address!(__data_end),
+            ),
+            Access::KERNEL_DATA,
+        ),
     ];
     for ((virt, phys, len), access) in sections {
         if len > 0 {
-            table.map_range(&mut identity, &mut early, virt, phys, len, access, PageSize::Size4K)?;
+            table.map_range(
+                &mut identity,
+                &mut early,
+                virt,
+                phys,
+                len,
+                access,
+                PageSize::Size4K,
+            )?;
         }
     }
 
-    let largest = if features.huge_pages_1g { PageSize::Size1G } else { PageSize::Size2M };
+    let largest = if features.huge_pages_1g {
+        PageSize::Size1G
+    } else {
+        PageSize::Size2M
+    };
     let mut direct_map = MapStats::default();
     for (start, end) in direct_map_ranges(boot) {
         // The kernel image's frames are mapped read-only: no writable alias of its code.
         let pieces = [
             (start, end.min(kernel.0), Access::KERNEL_DATA),
-            (start.max(kernel.0), end.min(kernel.1), Access::KERNEL_RODATA),
+            (
+                start.max(kernel.0),
+                end.min(kernel.1),
+                Access::KERNEL_RODATA,
+            ),
             (start.max(kernel.1), end, Access::KERNEL_DATA),
         ];
         for (s, e, access) in pieces {
@@ -304,8 +356,18 @@ fn direct_map_ranges(boot: &BootInfo) -> impl Iterator<Item = (u64, u64)> + '_ {
         .memory_map
         .regions()
         .iter()
-        .filter(|r| matches!(r.kind, RegionKind::Usable | RegionKind::AcpiReclaimable | RegionKind::AcpiNvs))
-        .map(|r| (r.start / PAGE_SIZE * PAGE_SIZE, r.end.div_ceil(PAGE_SIZE) * PAGE_SIZE))
+        .filter(|r| {
+            matches!(
+                r.kind,
+                RegionKind::Usable | RegionKind::AcpiReclaimable | RegionKind::AcpiNvs
+            )
+        })
+        .map(|r| {
+            (
+                r.start / PAGE_SIZE * PAGE_SIZE,
+                r.end.div_ceil(PAGE_SIZE) * PAGE_SIZE,
+            )
+        })
         .peekable();
     core::iter::from_fn(move || {
         let (start, mut end) = wanted.next()?;
@@ -326,12 +388,17 @@ pub fn map_mmio(phys: u64, len: u64) -> u64 {
     let base = phys / PAGE_SIZE * PAGE_SIZE;
     let len = (phys + len).div_ceil(PAGE_SIZE) * PAGE_SIZE - base;
     let virt = MMIO_NEXT.fetch_add(len, Ordering::Relaxed);
-    assert!(virt + len <= MMIO_WINDOW_BASE + MMIO_WINDOW_SIZE, "MMIO window exhausted");
+    assert!(
+        virt + len <= MMIO_WINDOW_BASE + MMIO_WINDOW_SIZE,
+        "MMIO window exhausted"
+    );
     let mut frames = FRAMES.lock();
     let frames = frames.as_mut().expect("map_mmio before memory::init");
     let mut table = KERNEL_TABLE.lock();
     let table = table.as_mut().expect("map_mmio before memory::init");
-    let mut memory = OffsetPhysMemory { offset: DIRECT_MAP_BASE };
+    let mut memory = OffsetPhysMemory {
+        offset: DIRECT_MAP_BASE,
+    };
     table
         .map_range(
             &mut memory,

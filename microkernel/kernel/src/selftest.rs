@@ -12,7 +12,11 @@ pub fn run(command_line: &str) {
         return;
     };
     #[cfg(not(feature = "selftest"))]
-    defmt::warn!("selftest: `{=str}={=str}` ignored: this is not a test build", SELFTEST_KEY, name);
+    defmt::warn!(
+        "selftest: `{=str}={=str}` ignored: this is not a test build",
+        SELFTEST_KEY,
+        name
+    );
     #[cfg(feature = "selftest")]
     enabled::run(name);
 }
@@ -53,7 +57,8 @@ mod enabled {
                 // SAFETY: deliberately calls into writable data, which NX maps
                 // non-executable; the fetch raises #PF. Were NX off, the bytes are a
                 // plain `ret`, which returns harmlessly.
-                let function = unsafe { core::mem::transmute::<*const (), extern "C" fn()>(target) };
+                let function =
+                    unsafe { core::mem::transmute::<*const (), extern "C" fn()>(target) };
                 function();
                 defmt::error!("selftest: executed writable data: NX is not in force");
             }
@@ -61,7 +66,11 @@ mod enabled {
                 defmt::info!("selftest: powering off");
                 power::power_off(exit_code::SUCCESS);
             }
-            unknown => defmt::error!("selftest: unknown self-test `{=str}`; known: {=[?]}", unknown, selftest::ALL),
+            unknown => defmt::error!(
+                "selftest: unknown self-test `{=str}`; known: {=[?]}",
+                unknown,
+                selftest::ALL
+            ),
         }
         // A self-test that reaches here did not fail the way it must.
         power::power_off(exit_code::PANIC);

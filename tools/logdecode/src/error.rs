@@ -72,13 +72,6 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Read { source, .. }
-            | Error::SpawnQemu { source, .. }
-            | Error::Capture { source, .. } => Some(source),
-            Error::NoDefmtTable { .. } | Error::BadElf { .. } => None,
-        }
-    }
-}
+/// The underlying I/O error is part of the message, so it is not also a `source()`
+/// (which would print it twice in an error chain).
+impl std::error::Error for Error {}

@@ -27,8 +27,18 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Serialize)]
 struct Measurement {
     name: &'static str,
-    value: f64,
+    value: serde_json::Number,
     unit: &'static str,
+}
+
+impl Measurement {
+    fn count(name: &'static str, value: u64, unit: &'static str) -> Self {
+        Self {
+            name,
+            value: value.into(),
+            unit,
+        }
+    }
 }
 
 /// Runs every measurement.
@@ -47,19 +57,20 @@ pub fn run() -> Result<ExitCode> {
     let median = times[times.len() / 2];
     results.push(Measurement {
         name: "boot_time_median",
-        value: round(millis(median), 1),
+        value: serde_json::Number::from_f64(round(millis(median), 1))
+            .context("boot time is not a finite number")?,
         unit: "ms",
     });
 
     let (_, ready) = boot_until_ready(&image, true)?;
     let cycles = boot_cycles(&ready.text)
         .with_context(|| format!("no cycle count in the ready line {:?}", ready.text))?;
-    println!("bench: -icount shift=0 boot: {cycles} TSC cycles (= instructions)");
-    results.push(Measurement {
-        name: "boot_instructions_icount",
-        value: cycles as f64,
-        unit: "instructions",
-    });
+    println!("bench: -icount shift=0,sleep=off boot: {cycles} TSC cycles (= instructions)");
+    results.push(Measurement::count(
+        "boot_instructions_icount",
+        cycles,
+        "instructions",
+    ));
 
     let sizes = SizeSummary::of(&alloc_sections(&image.elf)?);
     for (name, value) in [
@@ -69,19 +80,15 @@ pub fn run() -> Result<ExitCode> {
         ("kernel_bss", sizes.bss),
         ("kernel_rodata", sizes.rodata),
     ] {
-        results.push(Measurement {
-            name,
-            value: value as f64,
-            unit: "bytes",
-        });
+        results.push(Measurement::count(name, value, "bytes"));
     }
 
     let code = loc::count_tree(&cargo::workspace_root().join("microkernel"))?;
-    results.push(Measurement {
-        name: "microkernel_code_lines",
-        value: code.lines as f64,
-        unit: "lines",
-    });
+    results.push(Measurement::count(
+        "microkernel_code_lines",
+        code.lines as u64,
+        "lines",
+    ));
 
     println!();
     println!("{:<28} {:>14}  unit", "measurement", "value");

@@ -173,11 +173,17 @@ mod tests {
     #[test]
     fn missing_or_broken_multiboot2_header_is_named() {
         let err = verify(&elf(true, None, 0)).unwrap_err();
-        assert!(format!("{err:#}").contains("no Multiboot2 header"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("no Multiboot2 header"),
+            "{err:#}"
+        );
         let err = verify(&elf(true, Some(144), 1)).unwrap_err();
         assert!(format!("{err:#}").contains("bad checksum"), "{err:#}");
         let err = verify(&elf(true, Some(40 * 1024), 0)).unwrap_err();
-        assert!(format!("{err:#}").contains("no Multiboot2 header"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("no Multiboot2 header"),
+            "{err:#}"
+        );
     }
 
     #[test]

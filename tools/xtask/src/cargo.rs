@@ -27,9 +27,10 @@ pub fn command() -> Command {
     command
 }
 
-/// `args` joined for printing.
+/// The command as one line for printing (the program by its file name only).
 pub fn describe(command: &Command) -> String {
-    std::iter::once(command.get_program())
+    let program = Path::new(command.get_program());
+    std::iter::once(program.file_name().unwrap_or(program.as_os_str()))
         .chain(command.get_args())
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect::<Vec<_>>()

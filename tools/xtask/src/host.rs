@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use esker_logdecode::qemu::{QEMU_PROGRAM, UEFI_FIRMWARE_CANDIDATES, find_uefi_firmware};
-
-/// Directory of GRUB's UEFI platform files, used by `grub-mkrescue` when present.
-pub const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
+use esker_logdecode::qemu::{
+    GRUB_EFI_DIR, QEMU_PROGRAM, UEFI_FIRMWARE_CANDIDATES, find_uefi_firmware,
+};
 
 /// How a requirement is detected.
 enum Probe {
@@ -108,8 +107,16 @@ pub fn ensure_packages() -> Result<Host> {
             .map(|need| need.package)
             .collect();
         for need in &missing {
-            let kind = if need.optional { "optional" } else { "required" };
-            println!("host: {} not found ({kind}, package {})", need.what(), need.package);
+            let kind = if need.optional {
+                "optional"
+            } else {
+                "required"
+            };
+            println!(
+                "host: {} not found ({kind}, package {})",
+                need.what(),
+                need.package
+            );
         }
         if is_root()? {
             println!("host: installing {}", packages.join(" "));
@@ -143,10 +150,14 @@ pub fn ensure_packages() -> Result<Host> {
             );
         }
     }
-    Ok(Host {
+    let host = Host {
         grub_efi: Path::new(GRUB_EFI_DIR).is_dir(),
         uefi_firmware: find_uefi_firmware(),
-    })
+    };
+    if missing.is_empty() {
+        println!("host: QEMU, GRUB (BIOS and UEFI), xorriso, mtools and OVMF present");
+    }
+    Ok(host)
 }
 
 /// `apt-get install -y`, retried once after `apt-get update`.

@@ -77,7 +77,8 @@ pub fn build(host: &Host, flavor: Flavor) -> Result<Image> {
     std::fs::create_dir_all(dir.join(WORLDS_DIR))
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let elf = dir.join(KERNEL_ELF);
-    let bytes = std::fs::read(&built).with_context(|| format!("cannot read {}", built.display()))?;
+    let bytes =
+        std::fs::read(&built).with_context(|| format!("cannot read {}", built.display()))?;
     let headers = bootcheck::verify(&bytes)
         .with_context(|| format!("{} is not bootable", cargo::display(&built)))?;
     std::fs::write(&elf, &bytes).with_context(|| format!("cannot write {}", elf.display()))?;

@@ -68,7 +68,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             .clone()
             .context("--uefi needs OVMF: apt-get install -y ovmf")?;
         if !host.grub_efi {
-            bail!("--uefi needs GRUB's UEFI files in the ISO: apt-get install -y grub-efi-amd64-bin");
+            bail!(
+                "--uefi needs GRUB's UEFI files in the ISO: apt-get install -y grub-efi-amd64-bin"
+            );
         }
         QemuConfig::uefi_iso(&image.dir, &firmware)
     } else if iso {

@@ -75,8 +75,17 @@ pub fn run() -> Result<ExitCode> {
         "warnings",
     ]));
     tally.step("clippy (host workspace)", ok);
-    for (name, features) in [("clippy (kernel)", None), ("clippy (kernel, selftest)", Some("selftest"))] {
-        let mut args = vec!["clippy", "--package", KERNEL_PACKAGE, "--target", KERNEL_TARGET];
+    for (name, features) in [
+        ("clippy (kernel)", None),
+        ("clippy (kernel, selftest)", Some("selftest")),
+    ] {
+        let mut args = vec![
+            "clippy",
+            "--package",
+            KERNEL_PACKAGE,
+            "--target",
+            KERNEL_TARGET,
+        ];
         if let Some(features) = features {
             args.extend(["--features", features]);
         }
@@ -204,7 +213,10 @@ fn run_tests(tally: &mut Tally, name: &str, mut command: Command) {
             .push(format!("{name}: {} failed tests", counts.failed));
     }
     if !success && counts.failed == 0 {
-        tally.step(&format!("{name} (cargo test failed outside any test)"), false);
+        tally.step(
+            &format!("{name} (cargo test failed outside any test)"),
+            false,
+        );
     }
 }
 
@@ -228,8 +240,7 @@ impl TestCounts {
                 .and_then(|n| n.trim().rsplit(' ').next())
                 .and_then(|n| n.parse().ok())
         };
-        if let (Some(passed), Some(failed)) = (number_before(" passed"), number_before(" failed"))
-        {
+        if let (Some(passed), Some(failed)) = (number_before(" passed"), number_before(" failed")) {
             self.passed += passed;
             self.failed += failed;
         }
@@ -253,7 +264,13 @@ mod tests {
         ] {
             counts.add_line(line);
         }
-        assert_eq!(counts, TestCounts { passed: 21, failed: 1 });
+        assert_eq!(
+            counts,
+            TestCounts {
+                passed: 21,
+                failed: 1
+            }
+        );
     }
 
     #[test]

@@ -182,7 +182,11 @@ impl Error {
         if code == 0 {
             return Ok(());
         }
-        Err(Self::ALL.iter().copied().find(|e| *e as u64 == code).unwrap_or(Self::InvalidSyscall))
+        Err(Self::ALL
+            .iter()
+            .copied()
+            .find(|e| *e as u64 == code)
+            .unwrap_or(Self::InvalidSyscall))
     }
 
     /// A short description.
@@ -291,7 +295,10 @@ impl Rights {
 
     /// Looks up one right by name.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| *r)
     }
 }
 
@@ -396,7 +403,9 @@ impl MessageInfo {
         if length > MAX_MESSAGE_BYTES || caps > MAX_MESSAGE_CAPS {
             return None;
         }
-        Some(Self(((label as u64) << 32) | ((caps as u64) << 16) | length as u64))
+        Some(Self(
+            ((label as u64) << 32) | ((caps as u64) << 16) | length as u64,
+        ))
     }
 
     /// Data length in bytes (may exceed the maximum in a hostile word: check it).
@@ -416,13 +425,21 @@ impl MessageInfo {
 
     /// Whether length and capability count are within limits.
     pub const fn is_valid(self) -> bool {
-        self.length() <= MAX_MESSAGE_BYTES && self.caps() <= MAX_MESSAGE_CAPS && self.0 & 0xfff0_c000 == 0
+        self.length() <= MAX_MESSAGE_BYTES
+            && self.caps() <= MAX_MESSAGE_CAPS
+            && self.0 & 0xfff0_c000 == 0
     }
 }
 
 impl fmt::Debug for MessageInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MessageInfo(label {}, {} bytes, {} caps)", self.label(), self.length(), self.caps())
+        write!(
+            f,
+            "MessageInfo(label {}, {} bytes, {} caps)",
+            self.label(),
+            self.length(),
+            self.caps()
+        )
     }
 }
 
@@ -530,7 +547,9 @@ pub mod start_info {
         let mut at = 0;
         let mut put = |bytes: &[u8], at: &mut usize| -> Result<(), StartInfoError> {
             let end = at.checked_add(bytes.len()).ok_or(StartInfoError::TooLong)?;
-            out.get_mut(*at..end).ok_or(StartInfoError::TooLong)?.copy_from_slice(bytes);
+            out.get_mut(*at..end)
+                .ok_or(StartInfoError::TooLong)?
+                .copy_from_slice(bytes);
             *at = end;
             Ok(())
         };
@@ -558,9 +577,14 @@ pub mod start_info {
         /// Reads a record.
         pub fn decode(bytes: &'a [u8]) -> Result<Self, StartInfoError> {
             let (&len, rest) = bytes.split_first().ok_or(StartInfoError::Malformed)?;
-            let name = rest.get(..usize::from(len)).ok_or(StartInfoError::Malformed)?;
+            let name = rest
+                .get(..usize::from(len))
+                .ok_or(StartInfoError::Malformed)?;
             let world_name = core::str::from_utf8(name).map_err(|_| StartInfoError::Malformed)?;
-            let info = Self { world_name, entries: &rest[usize::from(len)..] };
+            let info = Self {
+                world_name,
+                entries: &rest[usize::from(len)..],
+            };
             // Validate every entry once so that iteration cannot fail later.
             let mut rest = info.entries;
             while !rest.is_empty() {
@@ -587,9 +611,13 @@ pub mod start_info {
     }
 
     fn split_entry(bytes: &[u8]) -> Result<(u32, &str, &[u8]), StartInfoError> {
-        let (slot, rest) = bytes.split_first_chunk::<4>().ok_or(StartInfoError::Malformed)?;
+        let (slot, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or(StartInfoError::Malformed)?;
         let (&len, rest) = rest.split_first().ok_or(StartInfoError::Malformed)?;
-        let name = rest.get(..usize::from(len)).ok_or(StartInfoError::Malformed)?;
+        let name = rest
+            .get(..usize::from(len))
+            .ok_or(StartInfoError::Malformed)?;
         let name = core::str::from_utf8(name).map_err(|_| StartInfoError::Malformed)?;
         Ok((u32::from_le_bytes(*slot), name, &rest[usize::from(len)..]))
     }
@@ -640,7 +668,10 @@ mod tests {
         assert!(MessageInfo::new(0, 0, 5).is_none());
         assert!(!MessageInfo(0x3fff).is_valid());
         assert!(!MessageInfo(5 << 16).is_valid());
-        assert!(!MessageInfo(1 << 20).is_valid(), "reserved bits must be zero");
+        assert!(
+            !MessageInfo(1 << 20).is_valid(),
+            "reserved bits must be zero"
+        );
     }
 
     #[test]
@@ -654,10 +685,16 @@ mod tests {
         assert_eq!(info.caps().count(), 2);
         for cut in 1..n {
             if let Ok(info) = start_info::StartInfo::decode(&buf[..cut]) {
-                assert!(info.caps().count() < 2, "truncated record at {cut} decoded fully");
+                assert!(
+                    info.caps().count() < 2,
+                    "truncated record at {cut} decoded fully"
+                );
             }
         }
-        assert_eq!(start_info::encode("x", [(0, "log")], &mut buf[..4]), Err(start_info::StartInfoError::TooLong));
+        assert_eq!(
+            start_info::encode("x", [(0, "log")], &mut buf[..4]),
+            Err(start_info::StartInfoError::TooLong)
+        );
     }
 
     #[test]

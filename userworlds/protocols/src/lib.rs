@@ -19,12 +19,18 @@ pub const PROTOCOLS: &[(&str, &[&str])] = &[
 
 /// The operations of a protocol, if it exists.
 pub fn operations(protocol: &str) -> Option<&'static [&'static str]> {
-    PROTOCOLS.iter().find(|(name, _)| *name == protocol).map(|(_, ops)| *ops)
+    PROTOCOLS
+        .iter()
+        .find(|(name, _)| *name == protocol)
+        .map(|(_, ops)| *ops)
 }
 
 /// The index (badge bit) of an operation.
 pub fn operation_index(protocol: &str, operation: &str) -> Option<u32> {
-    operations(protocol)?.iter().position(|op| *op == operation).map(|i| i as u32)
+    operations(protocol)?
+        .iter()
+        .position(|op| *op == operation)
+        .map(|i| i as u32)
 }
 
 /// `vmkauthd`: authentication and tickets.
@@ -65,7 +71,10 @@ mod tests {
     fn every_protocol_starts_with_status_and_fits_a_badge() {
         for (name, ops) in PROTOCOLS {
             assert_eq!(ops.first(), Some(&"status"), "{name}");
-            assert!(ops.len() <= 32, "{name} has more operations than badge bits");
+            assert!(
+                ops.len() <= 32,
+                "{name} has more operations than badge bits"
+            );
         }
         assert_eq!(operation_index("auth", "issue_ticket"), Some(1));
         assert_eq!(operation_index("auth", "fly"), None);

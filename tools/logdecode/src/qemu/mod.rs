@@ -32,6 +32,10 @@ pub const DEFAULT_CPUS: u32 = 2;
 /// File name of the GRUB rescue ISO inside an image directory.
 pub const ISO_NAME: &str = "esker.iso";
 
+/// GRUB's UEFI platform files (Debian `grub-efi-amd64-bin`); when present,
+/// `grub-mkrescue` makes the ISO bootable under UEFI as well.
+pub const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
+
 /// Where Debian's `ovmf` package puts a combined UEFI firmware image usable with `-bios`.
 pub const UEFI_FIRMWARE_CANDIDATES: [&str; 2] =
     ["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd"];
@@ -77,8 +81,9 @@ pub struct QemuConfig {
     pub memory_mib: u32,
     /// Virtual CPUs (`-smp`).
     pub cpus: u32,
-    /// Deterministic time: one nanosecond (one TSC tick) per instruction
-    /// (`-icount shift=0`).
+    /// Deterministic time: one nanosecond (one TSC tick) per instruction, and no clock
+    /// running on in real time while the guest halts (`-icount shift=0,sleep=off`), so
+    /// TSC deltas count instructions identically on every run.
     pub icount: bool,
     /// Arguments appended verbatim.
     pub extra_args: Vec<String>,
@@ -154,7 +159,7 @@ impl QemuConfig {
         .map(|s| s.to_string())
         .collect();
         if self.icount {
-            args.extend(["-icount".into(), "shift=0".into()]);
+            args.extend(["-icount".into(), "shift=0,sleep=off".into()]);
         }
         match &self.boot {
             Boot::Pvh { kernel, append } => {

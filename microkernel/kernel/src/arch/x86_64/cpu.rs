@@ -130,9 +130,19 @@ impl Features {
         vendor[4..8].copy_from_slice(&leaf0.edx.to_le_bytes());
         vendor[8..12].copy_from_slice(&leaf0.ecx.to_le_bytes());
         let leaf1 = cpuid(1, 0);
-        let leaf7 = if leaf0.eax >= 7 { cpuid(7, 0) } else { cpuid_zero() };
+        let leaf7 = if leaf0.eax >= 7 {
+            cpuid(7, 0)
+        } else {
+            cpuid_zero()
+        };
         let max_ext = cpuid(0x8000_0000, 0).eax;
-        let ext = |leaf| if max_ext >= leaf { cpuid(leaf, 0) } else { cpuid_zero() };
+        let ext = |leaf| {
+            if max_ext >= leaf {
+                cpuid(leaf, 0)
+            } else {
+                cpuid_zero()
+            }
+        };
         let ext1 = ext(0x8000_0001);
         let mut brand = [0u8; 48];
         if max_ext >= 0x8000_0004 {
@@ -182,11 +192,22 @@ impl Features {
 
     /// The brand string without padding.
     pub fn brand_str(&self) -> &str {
-        let end = self.brand.iter().position(|&b| b == 0).unwrap_or(self.brand.len());
-        core::str::from_utf8(&self.brand[..end]).map(str::trim).unwrap_or("?")
+        let end = self
+            .brand
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.brand.len());
+        core::str::from_utf8(&self.brand[..end])
+            .map(str::trim)
+            .unwrap_or("?")
     }
 }
 
 fn cpuid_zero() -> CpuidResult {
-    CpuidResult { eax: 0, ebx: 0, ecx: 0, edx: 0 }
+    CpuidResult {
+        eax: 0,
+        ebx: 0,
+        ecx: 0,
+        edx: 0,
+    }
 }

@@ -45,11 +45,15 @@ static GDT: Once<(GlobalDescriptorTable<8>, Selectors)> = Once::new();
 pub fn init() -> Selectors {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
-        for (slot, index) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].into_iter().enumerate() {
+        for (slot, index) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
+            .into_iter()
+            .enumerate()
+        {
             // SAFETY: only the address of the static is taken (no reference), once,
             // during single-threaded initialisation; the stacks are used by the CPU only.
             let base = unsafe { core::ptr::addr_of!(IST_STACKS[slot]) } as u64;
-            tss.interrupt_stack_table[usize::from(index)] = VirtAddr::new(base + IST_STACK_SIZE as u64);
+            tss.interrupt_stack_table[usize::from(index)] =
+                VirtAddr::new(base + IST_STACK_SIZE as u64);
         }
         tss
     });
@@ -62,11 +66,24 @@ pub fn init() -> Selectors {
         let tss = gdt.append(Descriptor::tss_segment(tss));
         // SYSRET derives user selectors from the kernel's: the layout is not negotiable.
         assert_eq!(
-            [kernel_code.0, kernel_data.0, user_data.0, user_code.0, tss.0],
+            [
+                kernel_code.0,
+                kernel_data.0,
+                user_data.0,
+                user_code.0,
+                tss.0
+            ],
             [0x08, 0x10, 0x1b, 0x23, 0x28],
             "GDT layout differs from what SYSCALL/SYSRET need"
         );
-        (gdt, Selectors { kernel_code, kernel_data, tss })
+        (
+            gdt,
+            Selectors {
+                kernel_code,
+                kernel_data,
+                tss,
+            },
+        )
     });
     gdt.load();
     // SAFETY: the GDT just loaded contains these selectors with the right types; the

@@ -141,8 +141,15 @@ pub fn init(map_mmio: impl FnOnce(u64) -> u64) -> Calibration {
     write(REG_LVT_LINT0, LVT_MASKED);
     write(REG_LVT_LINT1, LVT_MASKED);
     write(REG_LVT_ERROR, LVT_MASKED);
-    write(REG_SPURIOUS, SPURIOUS_ENABLE | u32::from(trap::VECTOR_SPURIOUS));
-    let apic_id = if x2apic { read(REG_ID) } else { read(REG_ID) >> 24 };
+    write(
+        REG_SPURIOUS,
+        SPURIOUS_ENABLE | u32::from(trap::VECTOR_SPURIOUS),
+    );
+    let apic_id = if x2apic {
+        read(REG_ID)
+    } else {
+        read(REG_ID) >> 24
+    };
 
     // Calibrate against PIT channel 2: under QEMU both run on the virtual clock, on
     // hardware both on fixed crystals (the TSC may not agree with either under TCG).
@@ -155,9 +162,16 @@ pub fn init(map_mmio: impl FnOnce(u64) -> u64) -> Calibration {
 
     // Periodic tick.
     let initial = (bus_khz * 1000 / 16 / TIMER_HZ).clamp(1, u64::from(u32::MAX)) as u32;
-    write(REG_LVT_TIMER, LVT_TIMER_PERIODIC | u32::from(trap::VECTOR_TIMER));
+    write(
+        REG_LVT_TIMER,
+        LVT_TIMER_PERIODIC | u32::from(trap::VECTOR_TIMER),
+    );
     write(REG_TIMER_INITIAL, initial);
-    Calibration { bus_khz, apic_id, x2apic }
+    Calibration {
+        bus_khz,
+        apic_id,
+        x2apic,
+    }
 }
 
 /// Timer interrupt handler.

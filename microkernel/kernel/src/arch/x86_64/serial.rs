@@ -37,6 +37,9 @@ pub fn init() {
     outb(LINE_CONTROL, 0x03); // 8 bits, no parity, one stop bit
     outb(FIFO_CONTROL, 0xc7); // enable and clear FIFOs, 14-byte threshold
     outb(MODEM_CONTROL, 0x03); // DTR, RTS
+    // End whatever firmware or boot-loader text came before, so that it cannot run into
+    // the first packet (a zero byte is the packet delimiter).
+    write_byte(0);
 }
 
 /// Sends one byte, waiting (boundedly) for room in the transmitter.

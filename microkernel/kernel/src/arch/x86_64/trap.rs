@@ -134,8 +134,15 @@ struct Gate {
 const _: () = assert!(core::mem::size_of::<Gate>() == 16);
 
 impl Gate {
-    const MISSING: Self =
-        Self { offset_low: 0, selector: 0, ist: 0, attributes: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
+    const MISSING: Self = Self {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        attributes: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
 
     /// A present, DPL-0 interrupt gate (interrupts stay off in the handler).
     fn interrupt(handler: u64, selector: u16, ist: Option<u16>) -> Self {
@@ -168,7 +175,11 @@ pub fn init(selectors: gdt::Selectors) {
                 18 => Some(gdt::IST_MACHINE_CHECK),
                 _ => None,
             };
-            *gate = Gate::interrupt(base + vector as u64 * STUB_SIZE, selectors.kernel_code.0, ist);
+            *gate = Gate::interrupt(
+                base + vector as u64 * STUB_SIZE,
+                selectors.kernel_code.0,
+                ist,
+            );
         }
         idt
     });
@@ -249,9 +260,17 @@ fn fatal_exception(frame: &TrapFrame) -> ! {
             } else {
                 "read from"
             },
-            if e & 0x1 != 0 { "a page whose protection forbids it" } else { "an unmapped page" },
+            if e & 0x1 != 0 {
+                "a page whose protection forbids it"
+            } else {
+                "an unmapped page"
+            },
             if e & 0x4 != 0 { "user" } else { "supervisor" },
-            if e & 0x8 != 0 { " (reserved bit set in a page-table entry)" } else { "" }
+            if e & 0x8 != 0 {
+                " (reserved bit set in a page-table entry)"
+            } else {
+                ""
+            }
         );
     }
     defmt::error!(
