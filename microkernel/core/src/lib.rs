@@ -13,8 +13,11 @@
 
 pub mod addr;
 pub mod boot;
+pub mod cap;
 pub mod contract;
+pub mod elf;
 pub mod frame_alloc;
 pub mod logframe;
 pub mod manifest;
 pub mod paging;
+pub mod system;

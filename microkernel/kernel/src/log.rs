@@ -12,7 +12,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use esker_kernel_core::logframe::{KERNEL_SOURCE, Kind, PacketBuilder};
+use esker_kernel_core::logframe::{KERNEL_SOURCE, Kind, PacketBuilder, SourceId};
 
 use crate::arch::x86_64::{cpu, serial};
 
@@ -98,6 +98,27 @@ unsafe impl defmt::Logger for KernelLogger {
 /// interrupted while holding it. Only for paths that never return to the interrupted code.
 pub fn break_lock_for_fatal_report() {
     LOCKED.store(false, Ordering::Release);
+}
+
+/// Sends one packet from `source` (a world's frames, console text, announcements).
+pub fn emit_packet(kind: Kind, source: SourceId, payload: &[u8]) {
+    let interrupts_were_enabled = cpu::interrupts_enabled();
+    cpu::disable_interrupts();
+    while LOCKED
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+    with_state(|state| {
+        state.packet.start(kind, source);
+        state.packet.push(payload);
+        state.packet.finish(serial::write_byte);
+    });
+    LOCKED.store(false, Ordering::Release);
+    if interrupts_were_enabled {
+        cpu::enable_interrupts();
+    }
 }
 
 defmt::timestamp!("{=u64:us}", crate::arch::x86_64::time::micros_since_boot());

@@ -21,7 +21,11 @@ mod log;
 #[cfg(target_os = "none")]
 mod memory;
 #[cfg(target_os = "none")]
+mod platform;
+#[cfg(target_os = "none")]
 mod selftest;
+#[cfg(target_os = "none")]
+mod world;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -30,7 +34,7 @@ fn main() {
 }
 
 #[cfg(target_os = "none")]
-use arch::x86_64::{cpu, gdt, lapic, power, serial, time, trap};
+use arch::x86_64::{boot, cpu, gdt, lapic, power, serial, syscall, time, trap};
 #[cfg(target_os = "none")]
 use esker_kernel_core::contract::{self, exit_code};
 
@@ -46,8 +50,10 @@ pub extern "C" fn kernel_entry(protocol: u32, info_paddr: u32, loader_magic: u32
     time::mark_entry();
     serial::init();
     let tsc_khz = time::calibrate_tsc(10);
-    let selectors = gdt::init();
+    let kernel_stack_top = &raw const boot::boot_stack_top as u64;
+    let selectors = gdt::init(kernel_stack_top);
     trap::init(selectors);
+    syscall::init(selectors, kernel_stack_top);
     defmt::info!("Esker {=str} starting", env!("CARGO_PKG_VERSION"));
 
     let boot = match bootinfo::read(protocol, info_paddr, loader_magic) {
@@ -141,15 +147,14 @@ pub extern "C" fn kernel_entry(protocol: u32, info_paddr: u32, loader_magic: u32
         tsc_khz
     );
 
+    world::boot();
     defmt::info!(
         "{=str} (boot took {=u64} TSC cycles)",
         contract::READY,
         time::cycles_since_entry()
     );
     selftest::run(boot.cmdline.as_str());
-    loop {
-        cpu::halt();
-    }
+    world::start()
 }
 
 /// Logs what the CPU offers for running virtual machines.

@@ -61,11 +61,16 @@ macro_rules! symbol_address {
 
 /// Reaches physical memory at a fixed virtual offset: 0 through the boot stub's identity
 /// map, [`DIRECT_MAP_BASE`] once the kernel's tables are live.
-struct OffsetPhysMemory {
+pub struct OffsetPhysMemory {
     offset: u64,
 }
 
 impl OffsetPhysMemory {
+    /// Physical memory through the direct map (valid once `init` has run).
+    pub const DIRECT: Self = Self {
+        offset: DIRECT_MAP_BASE,
+    };
+
     fn entry_pointer(&self, table: PhysFrame, index: usize) -> *mut u64 {
         assert!(index < 512, "page-table index {index} out of range");
         (self.offset + table.start().as_u64() + index as u64 * 8) as *mut u64
@@ -411,4 +416,63 @@ pub fn map_mmio(phys: u64, len: u64) -> u64 {
         )
         .unwrap_or_else(|error| panic!("mapping MMIO at {phys:#x}: {error}"));
     virt + (phys - base)
+}
+
+/// The root of the kernel's own page table.
+pub fn kernel_root() -> PhysFrame {
+    KERNEL_TABLE
+        .lock()
+        .as_ref()
+        .expect("memory::init has run")
+        .root()
+}
+
+/// A frame from the allocator, zeroed.
+pub fn allocate_zeroed(count: u64) -> Option<PhysFrame> {
+    let frame = {
+        let mut frames = FRAMES.lock();
+        let frames = frames.as_mut()?;
+        if count == 1 {
+            frames.allocate()?
+        } else {
+            frames.allocate_contiguous(count as usize, 1)?
+        }
+    };
+    let pointer = (DIRECT_MAP_BASE + frame.start().as_u64()) as *mut u8;
+    // SAFETY: the frames were just taken from the allocator, so nothing else refers to
+    // them, and all RAM is mapped writable in the direct map.
+    unsafe { pointer.write_bytes(0, (count * PAGE_SIZE) as usize) };
+    Some(frame)
+}
+
+/// Gives a frame back; a frame that is not the allocator's or already free is reported.
+pub fn free(frame: PhysFrame) {
+    let result = FRAMES.lock().as_mut().map(|frames| frames.free(frame));
+    if let Some(Err(error)) = result {
+        defmt::error!("memory: {}", defmt::Display2Format(&error));
+    }
+}
+
+/// Free frames right now.
+pub fn free_frames() -> u64 {
+    FRAMES
+        .lock()
+        .as_ref()
+        .map_or(0, FrameAllocator::free_frames)
+}
+
+/// Copies RAM at `phys` into `buf` through the direct map.
+pub fn read_phys(phys: PhysAddr, buf: &mut [u8]) {
+    let pointer = (DIRECT_MAP_BASE + phys.as_u64()) as *const u8;
+    // SAFETY: callers (the system) only pass RAM they own — IPC buffers, world frames,
+    // memory objects — which the direct map covers; `buf` is a distinct kernel buffer.
+    unsafe { core::ptr::copy_nonoverlapping(pointer, buf.as_mut_ptr(), buf.len()) }
+}
+
+/// Copies `data` to RAM at `phys` through the direct map.
+pub fn write_phys(phys: PhysAddr, data: &[u8]) {
+    let pointer = (DIRECT_MAP_BASE + phys.as_u64()) as *mut u8;
+    // SAFETY: as in `read_phys`; the destination is RAM owned by a world or kernel object,
+    // never the kernel image (whose direct-map alias is read-only and would fault).
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), pointer, data.len()) }
 }

@@ -12,7 +12,7 @@
 //! All storage is fixed-size arrays inside one struct (no heap), so the kernel can keep it
 //! in a `static`; the empty table is all zero bytes and lands in `.bss`. Nodes are linked
 //! with 16-bit indices (parent, first child, siblings), which keeps the default
-//! [`CapSpace`] near 140 KiB.
+//! [`CapSpace`] at about 136 KiB.
 //!
 //! This module never interprets the objects capabilities name: it does not know what an
 //! endpoint or a memory region is, it never checks the rights an operation on an object
@@ -96,13 +96,19 @@ impl fmt::Display for CapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::SlotOutOfRange { slot } => {
-                write!(f, "capability slot {slot} is out of range (a table has {CAP_SLOTS} slots)")
+                write!(
+                    f,
+                    "capability slot {slot} is out of range (a table has {CAP_SLOTS} slots)"
+                )
             }
             Self::EmptySlot { slot } => write!(f, "capability slot {slot} is empty"),
             Self::SlotOccupied { slot } => write!(f, "capability slot {slot} is already in use"),
             Self::NoFreeSlot { world } => write!(f, "world {world} has no free capability slot"),
             Self::InsufficientRights { needed, held } => {
-                write!(f, "the capability needs the rights {needed} but holds only {held}")
+                write!(
+                    f,
+                    "the capability needs the rights {needed} but holds only {held}"
+                )
             }
             Self::BadgeAlreadySet => f.write_str("the capability already carries a badge"),
             Self::OutOfNodes => write!(f, "all capability nodes are in use"),
@@ -219,8 +225,14 @@ impl<const WORLDS: usize, const NODES: usize> Default for CapSpaceOf<WORLDS, NOD
 impl<const WORLDS: usize, const NODES: usize> CapSpaceOf<WORLDS, NODES> {
     const SIZES_FIT: () = {
         assert!(NODES < u16::MAX as usize, "node links are 16-bit");
-        assert!(WORLDS <= WorldId::MAX as usize + 1, "world numbers are 16-bit");
-        assert!(CAP_SLOTS <= u16::MAX as usize, "slot numbers are stored in 16 bits");
+        assert!(
+            WORLDS <= WorldId::MAX as usize + 1,
+            "world numbers are 16-bit"
+        );
+        assert!(
+            CAP_SLOTS <= u16::MAX as usize,
+            "slot numbers are stored in 16 bits"
+        );
     };
 
     /// Empty tables (all zero bytes, so a `static` of it costs no image space).
@@ -237,7 +249,12 @@ impl<const WORLDS: usize, const NODES: usize> CapSpaceOf<WORLDS, NODES> {
 
     /// Puts an original capability (the root of a new derivation subtree) into an empty
     /// slot. Used at boot for what the manifest grants.
-    pub fn install(&mut self, world: WorldId, slot: CapSlot, cap: Capability) -> Result<(), CapError> {
+    pub fn install(
+        &mut self,
+        world: WorldId,
+        slot: CapSlot,
+        cap: Capability,
+    ) -> Result<(), CapError> {
         self.check_empty(world, slot)?;
         let node = self.alloc_node().ok_or(CapError::OutOfNodes)?;
         self.place(node, world, slot, cap, Link::NONE);
@@ -247,7 +264,9 @@ impl<const WORLDS: usize, const NODES: usize> CapSpaceOf<WORLDS, NODES> {
     /// The capability in a slot.
     pub fn lookup(&self, world: WorldId, slot: CapSlot) -> Result<Capability, CapError> {
         let node = self.node_at(world, slot)?;
-        self.nodes[node].capability().ok_or(CapError::EmptySlot { slot })
+        self.nodes[node]
+            .capability()
+            .ok_or(CapError::EmptySlot { slot })
     }
 
     /// Copies the capability in `world`'s `slot` into `to_world` (into `to_slot`, or the
@@ -267,9 +286,14 @@ impl<const WORLDS: usize, const NODES: usize> CapSpaceOf<WORLDS, NODES> {
         to_slot: Option<CapSlot>,
     ) -> Result<CapSlot, CapError> {
         let source = self.node_at(world, slot)?;
-        let mut cap = self.nodes[source].capability().ok_or(CapError::EmptySlot { slot })?;
+        let mut cap = self.nodes[source]
+            .capability()
+            .ok_or(CapError::EmptySlot { slot })?;
         if !cap.rights.contains(Rights::GRANT) {
-            return Err(CapError::InsufficientRights { needed: Rights::GRANT, held: cap.rights });
+            return Err(CapError::InsufficientRights {
+                needed: Rights::GRANT,
+                held: cap.rights,
+            });
         }
         if badge != 0 {
             if cap.badge != 0 {
@@ -285,7 +309,8 @@ impl<const WORLDS: usize, const NODES: usize> CapSpaceOf<WORLDS, NODES> {
             }
             None => {
                 self.table(to_world)?;
-                self.first_free_slot(to_world).ok_or(CapError::NoFreeSlot { world: to_world })?
+                self.first_free_slot(to_world)
+                    .ok_or(CapError::NoFreeSlot { world: to_world })?
             }
         };
         let node = self.alloc_node().ok_or(CapError::OutOfNodes)?;
@@ -369,7 +394,10 @@ impl<const WORLDS: usize, const NODES: usize> CapSpaceOf<WORLDS, NODES> {
 
     /// The capabilities `world` holds, in slot order (none for a world without a table).
     pub fn caps_of(&self, world: WorldId) -> impl Iterator<Item = (CapSlot, Capability)> + '_ {
-        let table: &[Link] = self.slots.get(usize::from(world)).map_or(&[], |t| t.as_slice());
+        let table: &[Link] = self
+            .slots
+            .get(usize::from(world))
+            .map_or(&[], |t| t.as_slice());
         table.iter().enumerate().filter_map(|(slot, link)| {
             let cap = self.nodes[link.index()?].capability()?;
             Some((slot as CapSlot, cap))
@@ -379,12 +407,19 @@ impl<const WORLDS: usize, const NODES: usize> CapSpaceOf<WORLDS, NODES> {
     /// The lowest empty slot of `world`, if it has a table and any slot is free.
     pub fn first_free_slot(&self, world: WorldId) -> Option<CapSlot> {
         let table = self.slots.get(usize::from(world))?;
-        table.iter().position(|link| link.is_none()).map(|slot| slot as CapSlot)
+        table
+            .iter()
+            .position(|link| link.is_none())
+            .map(|slot| slot as CapSlot)
     }
 
     /// Where the capability in this slot was derived from: the holder and slot of its
     /// parent in the derivation tree, or `None` for an original.
-    pub fn parent(&self, world: WorldId, slot: CapSlot) -> Result<Option<(WorldId, CapSlot)>, CapError> {
+    pub fn parent(
+        &self,
+        world: WorldId,
+        slot: CapSlot,
+    ) -> Result<Option<(WorldId, CapSlot)>, CapError> {
         let node = self.node_at(world, slot)?;
         Ok(self.nodes[node].parent.index().map(|p| {
             let parent = &self.nodes[p];
@@ -403,17 +438,24 @@ impl<const WORLDS: usize, const NODES: usize> CapSpaceOf<WORLDS, NODES> {
     }
 
     fn table(&self, world: WorldId) -> Result<&[Link; CAP_SLOTS], CapError> {
-        self.slots.get(usize::from(world)).ok_or(CapError::WorldOutOfRange { world })
+        self.slots
+            .get(usize::from(world))
+            .ok_or(CapError::WorldOutOfRange { world })
     }
 
     fn link_at(&self, world: WorldId, slot: CapSlot) -> Result<Link, CapError> {
         let table = self.table(world)?;
         let index = usize::try_from(slot).map_err(|_| CapError::SlotOutOfRange { slot })?;
-        table.get(index).copied().ok_or(CapError::SlotOutOfRange { slot })
+        table
+            .get(index)
+            .copied()
+            .ok_or(CapError::SlotOutOfRange { slot })
     }
 
     fn node_at(&self, world: WorldId, slot: CapSlot) -> Result<usize, CapError> {
-        self.link_at(world, slot)?.index().ok_or(CapError::EmptySlot { slot })
+        self.link_at(world, slot)?
+            .index()
+            .ok_or(CapError::EmptySlot { slot })
     }
 
     fn check_empty(&self, world: WorldId, slot: CapSlot) -> Result<(), CapError> {
@@ -514,7 +556,10 @@ impl<const WORLDS: usize, const NODES: usize> CapSpaceOf<WORLDS, NODES> {
         {
             *slot = Link::NONE;
         }
-        self.nodes[node] = Node { next_sibling: self.free_head, ..Node::FREE };
+        self.nodes[node] = Node {
+            next_sibling: self.free_head,
+            ..Node::FREE
+        };
         self.free_head = Link::to(node);
         self.used -= 1;
         (gone.world, CapSlot::from(gone.slot), gone.capability())
@@ -529,7 +574,11 @@ impl<const WORLDS: usize, const NODES: usize> CapSpaceOf<WORLDS, NODES> {
                 continue;
             }
             used += 1;
-            assert!(node.capability().is_some(), "node {index} has a bad kind {}", node.kind);
+            assert!(
+                node.capability().is_some(),
+                "node {index} has a bad kind {}",
+                node.kind
+            );
             assert_eq!(
                 self.slots[usize::from(node.world)][usize::from(node.slot)],
                 Link::to(index),
@@ -549,8 +598,14 @@ impl<const WORLDS: usize, const NODES: usize> CapSpaceOf<WORLDS, NODES> {
                 let mut found = false;
                 let mut prev = Link::NONE;
                 while let Some(s) = sibling.index() {
-                    assert_eq!(self.nodes[s].prev_sibling, prev, "broken sibling list at {s}");
-                    assert_eq!(self.nodes[s].parent, node.parent, "sibling {s} has another parent");
+                    assert_eq!(
+                        self.nodes[s].prev_sibling, prev,
+                        "broken sibling list at {s}"
+                    );
+                    assert_eq!(
+                        self.nodes[s].parent, node.parent,
+                        "sibling {s} has another parent"
+                    );
                     found |= s == index;
                     prev = sibling;
                     sibling = self.nodes[s].next_sibling;
@@ -571,20 +626,29 @@ impl<const WORLDS: usize, const NODES: usize> CapSpaceOf<WORLDS, NODES> {
             for (slot, link) in table.iter().enumerate() {
                 if let Some(node) = link.index() {
                     let n = &self.nodes[node];
-                    assert!(n.kind != 0 && usize::from(n.world) == world && usize::from(n.slot) == slot);
+                    assert!(
+                        n.kind != 0 && usize::from(n.world) == world && usize::from(n.slot) == slot
+                    );
                 }
             }
         }
         let mut free = 0;
         let mut link = self.free_head;
         while let Some(node) = link.index() {
-            assert!(node < usize::from(self.fresh), "free node {node} beyond the fresh mark");
+            assert!(
+                node < usize::from(self.fresh),
+                "free node {node} beyond the fresh mark"
+            );
             assert_eq!(self.nodes[node].kind, 0, "free-list node {node} is in use");
             free += 1;
             assert!(free <= NODES, "free list has a cycle");
             link = self.nodes[node].next_sibling;
         }
-        assert_eq!(free + used + (NODES - usize::from(self.fresh)), NODES, "nodes leaked");
+        assert_eq!(
+            free + used + (NODES - usize::from(self.fresh)),
+            NODES,
+            "nodes leaked"
+        );
     }
 }
 

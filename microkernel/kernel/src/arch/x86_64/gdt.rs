@@ -41,10 +41,12 @@ pub struct Selectors {
 static TSS: Once<TaskStateSegment> = Once::new();
 static GDT: Once<(GlobalDescriptorTable<8>, Selectors)> = Once::new();
 
-/// Builds and loads the GDT and TSS, and reloads every segment register.
-pub fn init() -> Selectors {
+/// Builds and loads the GDT and TSS, and reloads every segment register. Interrupts from
+/// user mode switch to `kernel_stack_top` (TSS.RSP0).
+pub fn init(kernel_stack_top: u64) -> Selectors {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
+        tss.privilege_stack_table[0] = VirtAddr::new(kernel_stack_top);
         for (slot, index) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
             .into_iter()
             .enumerate()

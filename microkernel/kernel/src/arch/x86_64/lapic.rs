@@ -1,5 +1,5 @@
-//! The boot CPU's local APIC: its timer (the kernel's tick), end-of-interrupt, and the
-//! legacy 8259 PICs, which are remapped out of the exception range and masked for good.
+//! The boot CPU's local APIC: its timer (the kernel's tick) and end-of-interrupt. The
+//! legacy PICs are remapped and masked first (`pic`).
 //!
 //! Works in xAPIC mode (registers in an MMIO page, mapped uncached) or, if firmware
 //! left it on, x2APIC mode (registers as MSRs 0x800+). The timer is calibrated once
@@ -10,7 +10,6 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Once;
 use volatile::VolatilePtr;
-use x86_64::instructions::port::Port;
 
 use super::{cpu, time, trap};
 
@@ -97,30 +96,10 @@ pub struct Calibration {
     pub x2apic: bool,
 }
 
-/// Masks the legacy PICs (after moving their vectors away from the exception range, in
-/// case one spurious interrupt still gets through).
-fn disable_legacy_pics() {
-    let out = |port: u16, value: u8| {
-        // SAFETY: the 8259 ports (0x20/0x21, 0xa0/0xa1) belong to the kernel; this is the
-        // standard initialisation sequence and touches no memory.
-        unsafe { Port::<u8>::new(port).write(value) }
-    };
-    out(0x20, 0x11);
-    out(0xa0, 0x11);
-    out(0x21, trap::VECTOR_PIC_BASE);
-    out(0xa1, trap::VECTOR_PIC_BASE + 8);
-    out(0x21, 0x04);
-    out(0xa1, 0x02);
-    out(0x21, 0x01);
-    out(0xa1, 0x01);
-    out(0x21, 0xff);
-    out(0xa1, 0xff);
-}
-
 /// Enables the LAPIC, calibrates its timer and the TSC, and starts the periodic tick.
 /// `map_mmio` maps a physical MMIO page uncached and returns its virtual address.
 pub fn init(map_mmio: impl FnOnce(u64) -> u64) -> Calibration {
-    disable_legacy_pics();
+    super::pic::init();
     // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU.
     let base_msr = unsafe { cpu::read_msr(MSR_APIC_BASE) };
     let x2apic = base_msr & APIC_BASE_X2APIC != 0;

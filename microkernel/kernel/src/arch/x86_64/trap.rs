@@ -4,15 +4,16 @@
 //! none, then the vector number, saves all general registers into a [`TrapFrame`] and
 //! calls [`trap_dispatch`]. Exceptions (vectors 0–31) in the kernel are fatal: they log a
 //! report (vector, error code, RIP, CR2, CR3, registers, a frame-pointer backtrace) and
-//! power off with `exit_code::EXCEPTION`. The LAPIC timer and spurious vectors are
-//! handled; any other vector is logged and acknowledged.
+//! power off with `exit_code::EXCEPTION`; in a world they stop that world only. The LAPIC
+//! timer drives scheduling, PIC lines become notifications, spurious vectors are ignored,
+//! and any other vector is logged and acknowledged.
 
 use core::arch::global_asm;
 
 use esker_kernel_core::contract::exit_code;
 use x86_64::registers::control::{Cr2, Cr3};
 
-use super::{gdt, lapic, power};
+use super::{gdt, lapic, pic, power};
 
 /// Vector of the LAPIC timer interrupt.
 pub const VECTOR_TIMER: u8 = 0xf0;
@@ -21,35 +22,9 @@ pub const VECTOR_SPURIOUS: u8 = 0xff;
 /// First vector the remapped (and masked) legacy PIC could still deliver.
 pub const VECTOR_PIC_BASE: u8 = 0x20;
 
-/// The registers saved on entry, in stack order (lowest address first).
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct TrapFrame {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
-    pub vector: u64,
-    pub error_code: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
-
-const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+/// The registers saved on entry, in stack order (lowest address first). The same layout
+/// as a world's saved context, so a trap frame can be handed to the system as is.
+pub use esker_kernel_core::system::Registers as TrapFrame;
 
 /// Size of each entry stub; the stub for vector `v` is at `trap_stubs + v * STUB_SIZE`.
 const STUB_SIZE: u64 = 16;
@@ -194,9 +169,22 @@ pub fn init(selectors: gdt::Selectors) {
 
 /// Called by `trap_common` with the saved registers.
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
-    match frame.vector as u8 {
+    let vector = frame.vector as u8;
+    match vector {
+        0..=31 if frame.from_user() => {
+            let fault_address = if vector == 14 { Cr2::read_raw() } else { 0 };
+            crate::world::on_user_exception(frame, fault_address, mnemonic(frame.vector));
+        }
         0..=31 => fatal_exception(frame),
-        VECTOR_TIMER => lapic::on_timer_interrupt(),
+        VECTOR_TIMER => {
+            lapic::on_timer_interrupt();
+            crate::world::on_timer(frame);
+        }
+        VECTOR_PIC_BASE..=0x2f => {
+            let line = vector - VECTOR_PIC_BASE;
+            pic::end_of_interrupt(line);
+            crate::world::on_irq(line, frame);
+        }
         VECTOR_SPURIOUS => {}
         vector => {
             defmt::warn!("interrupt: unexpected vector {=u8} (acknowledged)", vector);

@@ -1,0 +1,520 @@
+//! The kernel's object model and system-call semantics, without hardware.
+//!
+//! [`System`] owns every kernel object (worlds, endpoints, notifications, memory regions,
+//! device grants), the capability space, and the run queue. The hardware layer calls it on
+//! three events — a system call, an exception in a world, an interrupt — passing the
+//! interrupted world's registers ([`Registers`]); `System` updates its state and leaves in
+//! those registers the context of whichever world runs next (or reports that the CPU
+//! should idle). Everything it needs from the machine goes through [`Platform`]: physical
+//! memory, frames, port I/O, interrupt masking and the log line. Host tests drive it with a
+//! fake platform; the kernel supplies the real one.
+//!
+//! This module must never trust a world: every argument of every system call is checked,
+//! and a world can only ever hurt itself.
+
+mod ipc;
+mod syscall;
+mod world;
+
+#[cfg(test)]
+mod tests;
+
+use esker_abi::{CapSlot, ObjectKind};
+use heapless::{Deque, String, Vec};
+
+use crate::addr::{PhysAddr, PhysFrame};
+use crate::cap::{CapSpace, ObjectId, WorldId};
+use crate::logframe::{Kind, SourceId};
+use crate::paging::{PageTable, PhysMemory};
+
+pub use world::WorldError;
+
+/// Most worlds that exist at once.
+pub const MAX_WORLDS: usize = crate::cap::MAX_WORLDS;
+/// Most kernel objects that exist at once.
+pub const MAX_OBJECTS: usize = 128;
+/// Most `memory_map` mappings a world may hold.
+pub const MAX_MAPPINGS: usize = 16;
+/// Pages of each world's initial stack.
+pub const STACK_PAGES: u64 = 16;
+/// Vector number the hardware layer uses for frames built by the system-call entry.
+pub const SYSCALL_VECTOR: u64 = 0x100;
+/// Code and stack selectors of user mode (fixed by the GDT layout).
+pub const USER_CODE_SELECTOR: u64 = 0x23;
+/// See [`USER_CODE_SELECTOR`].
+pub const USER_DATA_SELECTOR: u64 = 0x1b;
+/// RFLAGS a world starts with (IF set, reserved bit 1).
+pub const USER_RFLAGS: u64 = 0x202;
+
+/// A world's registers as the entry stubs save them (lowest address first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Registers {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// Interrupt vector, or [`SYSCALL_VECTOR`].
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Registers>() == 22 * 8);
+
+impl Registers {
+    /// The six system-call arguments.
+    pub fn args(&self) -> [u64; 6] {
+        [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9]
+    }
+
+    /// Sets the result of a system call: `rax` = 0 or the error, and up to six values.
+    pub fn set_result(&mut self, result: Result<[u64; 6], esker_abi::Error>) {
+        match result {
+            Ok(values) => {
+                self.rax = 0;
+                [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9] = values;
+            }
+            Err(error) => self.rax = error as u64,
+        }
+    }
+
+    /// Whether these registers were saved in user mode.
+    pub fn from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+/// What the system needs from the machine.
+pub trait Platform {
+    /// Physical memory holding page tables.
+    type Memory: PhysMemory;
+    /// Access to page-table memory.
+    fn memory(&mut self) -> &mut Self::Memory;
+    /// A zeroed 4 KiB frame.
+    fn allocate_frame(&mut self) -> Option<PhysFrame>;
+    /// `count` physically contiguous zeroed frames.
+    fn allocate_contiguous(&mut self, count: u64) -> Option<PhysFrame>;
+    /// Gives a frame back.
+    fn free_frame(&mut self, frame: PhysFrame);
+    /// Reads physical memory (RAM only).
+    fn read_phys(&mut self, addr: PhysAddr, buf: &mut [u8]);
+    /// Writes physical memory (RAM only).
+    fn write_phys(&mut self, addr: PhysAddr, data: &[u8]);
+    /// The kernel's own page table (its upper half is shared by every world).
+    fn kernel_table(&self) -> PageTable;
+    /// Drops any TLB entry for `virt` in the address space rooted at `root`.
+    fn invalidate_page(&mut self, root: PhysFrame, virt: u64);
+    /// Reads an I/O port (`width` 1, 2 or 4).
+    fn port_in(&mut self, port: u16, width: u8) -> u32;
+    /// Writes an I/O port.
+    fn port_out(&mut self, port: u16, width: u8, value: u32);
+    /// Unmasks or masks a legacy interrupt line.
+    fn set_irq_enabled(&mut self, line: u8, enabled: bool);
+    /// Sends one packet on the log line.
+    fn log_packet(&mut self, kind: Kind, source: SourceId, payload: &[u8]);
+    /// The TSC rate in kHz.
+    fn tsc_khz(&self) -> u64;
+}
+
+/// A kernel object.
+#[derive(Debug)]
+pub enum Object {
+    /// The right to log, for one world.
+    Log,
+    /// A world.
+    World(WorldId),
+    /// A synchronous rendezvous.
+    Endpoint(ipc::Endpoint),
+    /// Signal bits.
+    Notification(ipc::Notification),
+    /// RAM: `frames` contiguous frames from `base`.
+    Memory {
+        /// First frame.
+        base: PhysFrame,
+        /// Number of frames.
+        frames: u64,
+    },
+    /// I/O ports `base..base+count`.
+    IoPorts {
+        /// First port.
+        base: u16,
+        /// Number of ports.
+        count: u16,
+    },
+    /// Device MMIO.
+    Mmio {
+        /// Physical base.
+        phys: u64,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// An interrupt line signalling `notification`'s `bit`.
+    Interrupt {
+        /// The line.
+        line: u8,
+        /// The notification it signals.
+        notification: ObjectId,
+        /// The bit it sets.
+        bit: u8,
+    },
+}
+
+impl Object {
+    /// The kind capabilities to it carry.
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Self::Log => ObjectKind::Log,
+            Self::World(_) => ObjectKind::World,
+            Self::Endpoint(_) => ObjectKind::Endpoint,
+            Self::Notification(_) => ObjectKind::Notification,
+            Self::Memory { .. } => ObjectKind::Memory,
+            Self::IoPorts { .. } => ObjectKind::IoPorts,
+            Self::Mmio { .. } => ObjectKind::Mmio,
+            Self::Interrupt { .. } => ObjectKind::Interrupt,
+        }
+    }
+}
+
+/// A kernel object with its name (for reports).
+#[derive(Debug)]
+pub struct NamedObject {
+    /// The object.
+    pub object: Object,
+    /// Its manifest name.
+    pub name: String<32>,
+}
+
+/// What a world is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorldState {
+    /// On the CPU.
+    Running,
+    /// In the run queue.
+    Ready,
+    /// Waiting for a receiver on `endpoint`; `call` says whether it waits for a reply after.
+    Sending {
+        /// The endpoint.
+        endpoint: ObjectId,
+        /// The badge of the capability used.
+        badge: u64,
+        /// A call (waits for the reply) rather than a send.
+        call: bool,
+    },
+    /// Waiting for a message on `endpoint`.
+    Receiving {
+        /// The endpoint.
+        endpoint: ObjectId,
+    },
+    /// Waiting for `server` to reply.
+    AwaitingReply {
+        /// The world it called.
+        server: WorldId,
+    },
+    /// Waiting on a notification.
+    Waiting {
+        /// The notification.
+        notification: ObjectId,
+    },
+    /// Stopped for good (faulted or exited).
+    Stopped,
+}
+
+/// A region mapped into a world through a Memory capability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The capability slot it was mapped through.
+    pub slot: CapSlot,
+    /// The object mapped.
+    pub object: ObjectId,
+    /// Where.
+    pub virt: u64,
+    /// How many pages.
+    pub pages: u64,
+}
+
+/// A user world.
+#[derive(Debug)]
+pub struct World {
+    /// Its name (also its log source name).
+    pub name: String<32>,
+    /// Its log source id.
+    pub source: SourceId,
+    /// What it is doing.
+    pub state: WorldState,
+    /// Saved registers while not running.
+    pub registers: Registers,
+    /// Its address space.
+    pub table: PageTable,
+    /// First of the two frames of its IPC buffer.
+    pub ipc_buffer: PhysFrame,
+    /// The world waiting for this one's reply.
+    pub reply_to: Option<WorldId>,
+    /// Regions mapped with `memory_map`.
+    pub mappings: Vec<Mapping, MAX_MAPPINGS>,
+    /// Frames it owns (program, stack, IPC buffer, page tables).
+    pub frames: u64,
+    /// System calls made.
+    pub syscalls: u64,
+}
+
+/// What the CPU should do after an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Run the world whose registers are now in the frame.
+    World {
+        /// The world.
+        world: WorldId,
+        /// Its address space.
+        root: PhysFrame,
+    },
+    /// No world is ready: idle until an interrupt.
+    Idle,
+}
+
+/// Every kernel object, the capability space and the run queue.
+pub struct System {
+    caps: CapSpace,
+    objects: [Option<NamedObject>; MAX_OBJECTS],
+    worlds: [Option<World>; MAX_WORLDS],
+    run_queue: Deque<WorldId, MAX_WORLDS>,
+    current: Option<WorldId>,
+}
+
+impl Default for System {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl System {
+    /// An empty system (const, so the kernel can keep it in a static).
+    pub const fn new() -> Self {
+        Self {
+            caps: CapSpace::new(),
+            objects: [const { None }; MAX_OBJECTS],
+            worlds: [const { None }; MAX_WORLDS],
+            run_queue: Deque::new(),
+            current: None,
+        }
+    }
+
+    /// The capability space (read-only).
+    pub fn caps(&self) -> &CapSpace {
+        &self.caps
+    }
+
+    /// A world.
+    pub fn world(&self, id: WorldId) -> Option<&World> {
+        self.worlds.get(usize::from(id))?.as_ref()
+    }
+
+    /// An object with its name.
+    pub fn object(&self, id: ObjectId) -> Option<&NamedObject> {
+        self.objects.get(id as usize)?.as_ref()
+    }
+
+    /// The world on the CPU.
+    pub fn current(&self) -> Option<WorldId> {
+        self.current
+    }
+
+    /// Worlds that exist and have not stopped.
+    pub fn live_worlds(&self) -> usize {
+        self.worlds
+            .iter()
+            .flatten()
+            .filter(|w| w.state != WorldState::Stopped)
+            .count()
+    }
+
+    fn world_mut(&mut self, id: WorldId) -> Option<&mut World> {
+        self.worlds.get_mut(usize::from(id))?.as_mut()
+    }
+
+    /// Adds an object; returns its id.
+    pub fn add_object(&mut self, name: &str, object: Object) -> Option<ObjectId> {
+        let index = self.objects.iter().position(Option::is_none)?;
+        let mut short = String::new();
+        for c in name.chars() {
+            if short.push(c).is_err() {
+                break;
+            }
+        }
+        self.objects[index] = Some(NamedObject {
+            object,
+            name: short,
+        });
+        Some(index as ObjectId)
+    }
+
+    fn object_mut(&mut self, id: ObjectId) -> Option<&mut Object> {
+        Some(&mut self.objects.get_mut(id as usize)?.as_mut()?.object)
+    }
+
+    fn make_ready(&mut self, id: WorldId, front: bool) {
+        if let Some(world) = self.world_mut(id) {
+            world.state = WorldState::Ready;
+            let queued = if front {
+                self.run_queue.push_front(id)
+            } else {
+                self.run_queue.push_back(id)
+            };
+            // The queue holds every world at most once and has room for all of them.
+            debug_assert!(queued.is_ok());
+        }
+    }
+
+    /// Saves the interrupted world's registers (if a world was running).
+    fn save(&mut self, frame: &Registers) {
+        if let Some(id) = self.current
+            && frame.from_user()
+            && let Some(world) = self.world_mut(id)
+        {
+            world.registers = *frame;
+        }
+    }
+
+    /// Picks the next world and loads its registers into `frame`.
+    fn dispatch(&mut self, frame: &mut Registers) -> Next {
+        if let Some(id) = self.current
+            && let Some(world) = self.world(id)
+            && world.state == WorldState::Running
+        {
+            *frame = world.registers;
+            return Next::World {
+                world: id,
+                root: world.table.root(),
+            };
+        }
+        self.current = None;
+        while let Some(id) = self.run_queue.pop_front() {
+            if let Some(world) = self.world_mut(id)
+                && world.state == WorldState::Ready
+            {
+                world.state = WorldState::Running;
+                *frame = world.registers;
+                let root = world.table.root();
+                self.current = Some(id);
+                return Next::World { world: id, root };
+            }
+        }
+        Next::Idle
+    }
+
+    /// Starts scheduling: loads the first ready world into `frame`.
+    pub fn start(&mut self, frame: &mut Registers) -> Next {
+        self.dispatch(frame)
+    }
+
+    /// The timer fired: the running world goes to the back of the queue.
+    pub fn on_timer(&mut self, frame: &mut Registers) -> Next {
+        self.save(frame);
+        if let Some(id) = self.current.take()
+            && self
+                .world(id)
+                .is_some_and(|w| w.state == WorldState::Running)
+        {
+            self.make_ready(id, false);
+        }
+        self.dispatch(frame)
+    }
+
+    /// An interrupt line fired: signal the notification bound to it and mask the line
+    /// until the holder acknowledges it.
+    pub fn on_irq(
+        &mut self,
+        platform: &mut impl Platform,
+        line: u8,
+        frame: &mut Registers,
+    ) -> Next {
+        self.save(frame);
+        let bound = self.objects.iter().flatten().find_map(|o| match o.object {
+            Object::Interrupt {
+                line: l,
+                notification,
+                bit,
+            } if l == line => Some((notification, bit)),
+            _ => None,
+        });
+        platform.set_irq_enabled(line, false);
+        if let Some((notification, bit)) = bound {
+            self.signal_notification(notification, 1 << bit);
+        }
+        self.dispatch(frame)
+    }
+
+    /// A world raised an exception: it is stopped with a report; everything else runs on.
+    pub fn on_user_exception(
+        &mut self,
+        platform: &mut impl Platform,
+        frame: &mut Registers,
+        fault_address: u64,
+        describe: &str,
+    ) -> Next {
+        self.save(frame);
+        if let Some(id) = self.current {
+            let (name, rip, vector, error) = match self.world(id) {
+                Some(w) => (w.name.clone(), frame.rip, frame.vector, frame.error_code),
+                None => return self.dispatch(frame),
+            };
+            let mut line: String<200> = String::new();
+            let _ = core::fmt::write(
+                &mut line,
+                format_args!(
+                    "world {name} stopped: {describe} (vector {vector}, error code {error:#x}) at rip {rip:#x}, address {fault_address:#x}"
+                ),
+            );
+            platform.log_packet(Kind::Text, crate::logframe::KERNEL_SOURCE, line.as_bytes());
+            self.stop_world(platform, id);
+        }
+        self.dispatch(frame)
+    }
+
+    /// Handles a system call from the running world.
+    pub fn on_syscall(&mut self, platform: &mut impl Platform, frame: &mut Registers) -> Next {
+        self.save(frame);
+        if let Some(id) = self.current {
+            if let Some(world) = self.world_mut(id) {
+                world.syscalls += 1;
+            }
+            self.syscall(platform, id);
+        }
+        self.dispatch(frame)
+    }
+
+    /// Lists every capability installed, in world and slot order, as
+    /// `world=<w> slot=<n> kind=<kind> object=<name> rights=<rights> badge=<hex>`.
+    pub fn for_each_capability(&self, mut f: impl FnMut(core::fmt::Arguments<'_>)) {
+        for (id, world) in self.worlds.iter().enumerate() {
+            let Some(world) = world else { continue };
+            for (slot, cap) in self.caps.caps_of(id as WorldId) {
+                let object = self.object(cap.object).map_or("?", |o| o.name.as_str());
+                f(format_args!(
+                    "world={} slot={} kind={} object={} rights={} badge={:#x}",
+                    world.name,
+                    slot,
+                    cap.kind.name(),
+                    object,
+                    cap.rights,
+                    cap.badge
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,998 @@
+//! Host tests of the system: a fake platform (frames in a hash map, recorded ports, IRQ
+//! lines and log packets), a hand-built ELF, and worlds driven by setting their registers
+//! and calling the same entry points the hardware layer calls.
+
+use std::collections::{HashMap, HashSet};
+use std::vec::Vec as StdVec;
+
+use esker_abi::{
+    Error, IPC_DATA_OFFSET, MessageInfo, ObjectKind, Rights, Syscall, badge, layout, start_info,
+};
+use proptest::prelude::*;
+
+use super::*;
+use crate::addr::VirtAddr;
+use crate::manifest::{
+    Binary, Bundle, CapSpec, CompiledManifest, ObjectSpec, SchedParams, WorldSpec,
+};
+
+const FIRST_FRAME: u64 = 0x100;
+
+#[derive(Default)]
+struct FakeMemory {
+    frames: HashMap<u64, Box<[u8; 4096]>>,
+}
+
+impl FakeMemory {
+    fn frame(&mut self, number: u64) -> &mut [u8; 4096] {
+        self.frames
+            .entry(number)
+            .or_insert_with(|| Box::new([0; 4096]))
+    }
+}
+
+impl PhysMemory for FakeMemory {
+    fn read_entry(&self, table: PhysFrame, index: usize) -> u64 {
+        self.frames.get(&table.number()).map_or(0, |f| {
+            u64::from_le_bytes(f[index * 8..index * 8 + 8].try_into().unwrap())
+        })
+    }
+    fn write_entry(&mut self, table: PhysFrame, index: usize, value: u64) {
+        self.frame(table.number())[index * 8..index * 8 + 8].copy_from_slice(&value.to_le_bytes());
+    }
+    fn zero_frame(&mut self, frame: PhysFrame) {
+        *self.frame(frame.number()) = [0; 4096];
+    }
+}
+
+struct FakePlatform {
+    memory: FakeMemory,
+    next_frame: u64,
+    allocated: HashSet<u64>,
+    kernel_root: PhysFrame,
+    log: StdVec<(Kind, SourceId, StdVec<u8>)>,
+    irq_enabled: HashMap<u8, bool>,
+    ports: StdVec<(u16, u8, u32)>,
+    limit: u64,
+}
+
+impl FakePlatform {
+    fn new() -> Self {
+        let mut memory = FakeMemory::default();
+        let kernel_root = PhysFrame::from_number(1);
+        memory.zero_frame(kernel_root);
+        // A kernel upper half to be shared: one PML4 entry pointing at a table.
+        memory.write_entry(kernel_root, 511, (2 << 12) | 3);
+        Self {
+            memory,
+            next_frame: FIRST_FRAME,
+            allocated: HashSet::new(),
+            kernel_root,
+            log: StdVec::new(),
+            irq_enabled: HashMap::new(),
+            ports: StdVec::new(),
+            limit: u64::MAX,
+        }
+    }
+
+    fn texts(&self) -> StdVec<String> {
+        self.log
+            .iter()
+            .filter(|(k, _, _)| *k == Kind::Text)
+            .map(|(_, _, p)| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    }
+}
+
+use std::string::String;
+
+impl Platform for FakePlatform {
+    type Memory = FakeMemory;
+    fn memory(&mut self) -> &mut FakeMemory {
+        &mut self.memory
+    }
+    fn allocate_frame(&mut self) -> Option<PhysFrame> {
+        self.allocate_contiguous(1)
+    }
+    fn allocate_contiguous(&mut self, count: u64) -> Option<PhysFrame> {
+        if self.allocated.len() as u64 + count > self.limit {
+            return None;
+        }
+        let first = self.next_frame;
+        self.next_frame += count;
+        for n in first..first + count {
+            self.allocated.insert(n);
+            self.memory.zero_frame(PhysFrame::from_number(n));
+        }
+        Some(PhysFrame::from_number(first))
+    }
+    fn free_frame(&mut self, frame: PhysFrame) {
+        assert!(
+            self.allocated.remove(&frame.number()),
+            "double free or foreign frame {:#x}",
+            frame.number()
+        );
+    }
+    fn read_phys(&mut self, addr: PhysAddr, buf: &mut [u8]) {
+        let (n, off) = (addr.as_u64() / 4096, (addr.as_u64() % 4096) as usize);
+        assert!(
+            off + buf.len() <= 4096 || self.allocated.contains(&(n + 1)),
+            "read crosses into an unowned frame"
+        );
+        let mut done = 0;
+        while done < buf.len() {
+            let a = addr.as_u64() + done as u64;
+            let (n, off) = (a / 4096, (a % 4096) as usize);
+            let take = (4096 - off).min(buf.len() - done);
+            buf[done..done + take].copy_from_slice(&self.memory.frame(n)[off..off + take]);
+            done += take;
+        }
+    }
+    fn write_phys(&mut self, addr: PhysAddr, data: &[u8]) {
+        let mut done = 0;
+        while done < data.len() {
+            let a = addr.as_u64() + done as u64;
+            let (n, off) = (a / 4096, (a % 4096) as usize);
+            let take = (4096 - off).min(data.len() - done);
+            self.memory.frame(n)[off..off + take].copy_from_slice(&data[done..done + take]);
+            done += take;
+        }
+    }
+    fn kernel_table(&self) -> PageTable {
+        PageTable::from_root(self.kernel_root)
+    }
+    fn invalidate_page(&mut self, _root: PhysFrame, _virt: u64) {}
+    fn port_in(&mut self, port: u16, width: u8) -> u32 {
+        self.ports.push((port, width, 0));
+        0xab
+    }
+    fn port_out(&mut self, port: u16, width: u8, value: u32) {
+        self.ports.push((port, width, value));
+    }
+    fn set_irq_enabled(&mut self, line: u8, enabled: bool) {
+        self.irq_enabled.insert(line, enabled);
+    }
+    fn log_packet(&mut self, kind: Kind, source: SourceId, payload: &[u8]) {
+        self.log.push((kind, source, payload.to_vec()));
+    }
+    fn tsc_khz(&self) -> u64 {
+        2_000_000
+    }
+}
+
+/// A minimal ELF: text (RX) at 0x400000, data (RW) at 0x401000, entry at the text.
+fn tiny_elf() -> StdVec<u8> {
+    let mut elf = vec![0u8; 0x2000];
+    elf[0..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2; // 64-bit
+    elf[5] = 1; // little-endian
+    elf[6] = 1; // version
+    elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // EXEC
+    elf[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
+    elf[24..32].copy_from_slice(&0x40_0000u64.to_le_bytes()); // entry
+    elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // phoff
+    elf[52..54].copy_from_slice(&64u16.to_le_bytes()); // ehsize
+    elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // phentsize
+    elf[56..58].copy_from_slice(&2u16.to_le_bytes()); // phnum
+    let mut ph = |index: usize, offset: u64, vaddr: u64, size: u64, flags: u32| {
+        let at = 64 + index * 56;
+        elf[at..at + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        elf[at + 4..at + 8].copy_from_slice(&flags.to_le_bytes());
+        elf[at + 8..at + 16].copy_from_slice(&offset.to_le_bytes());
+        elf[at + 16..at + 24].copy_from_slice(&vaddr.to_le_bytes());
+        elf[at + 24..at + 32].copy_from_slice(&vaddr.to_le_bytes());
+        elf[at + 32..at + 40].copy_from_slice(&size.to_le_bytes());
+        elf[at + 40..at + 48].copy_from_slice(&size.to_le_bytes());
+        elf[at + 48..at + 56].copy_from_slice(&0x1000u64.to_le_bytes());
+    };
+    ph(0, 0x1000, 0x40_0000, 0x100, 5); // R+X
+    ph(1, 0x1000, 0x40_1000, 0x100, 6); // R+W
+    elf[0x1000] = 0xf4; // hlt, never run on the host
+    elf
+}
+
+/// Worlds: 0 = server (serves "svc", holds a notification and ports), 1 = client (calls
+/// "svc" with badge ops 0b01 and GRANT, owns "mem"), 2 = bystander (nothing but log).
+fn boot(platform: &mut FakePlatform) -> System {
+    let elf: &'static [u8] = Box::leak(tiny_elf().into_boxed_slice());
+    let mut objects = heapless::Vec::new();
+    for o in [
+        ObjectSpec::Log { world: "server" },
+        ObjectSpec::Log { world: "client" },
+        ObjectSpec::Log { world: "bystander" },
+        ObjectSpec::Endpoint { name: "svc" },
+        ObjectSpec::Notification { name: "irq:dev" },
+        ObjectSpec::Interrupt {
+            name: "dev",
+            line: 5,
+            notification: 4,
+            bit: 0,
+        },
+        ObjectSpec::IoPorts {
+            name: "dev",
+            base: 0x100,
+            count: 8,
+        },
+        ObjectSpec::Memory {
+            name: "mem",
+            size_kib: 8,
+        },
+    ] {
+        objects.push(o).unwrap();
+    }
+    let caps = |list: &[(u32, &'static str, u16, Rights, u64)]| {
+        let mut v = heapless::Vec::new();
+        for &(slot, name, object, rights, badge) in list {
+            v.push(CapSpec {
+                slot,
+                name,
+                object,
+                rights,
+                badge,
+            })
+            .unwrap();
+        }
+        v
+    };
+    let world = |name: &'static str, caps| WorldSpec {
+        name,
+        binary: "prog",
+        memory_kib: 256,
+        sched: SchedParams::default(),
+        guest_facing: false,
+        caps,
+    };
+    let mut worlds = heapless::Vec::new();
+    worlds
+        .push(world(
+            "server",
+            caps(&[
+                (0, "log", 0, Rights::LOG, 0),
+                (1, "serve:svc", 3, Rights::RECEIVE, 0),
+                (2, "irq:dev", 4, Rights::WAIT, 0),
+                (3, "device:dev:irq", 5, Rights::DEVICE, 0),
+                (4, "device:dev:ioports", 6, Rights::DEVICE, 0),
+            ]),
+        ))
+        .unwrap();
+    worlds
+        .push(world(
+            "client",
+            caps(&[
+                (0, "log", 1, Rights::LOG, 0),
+                (
+                    1,
+                    "call:svc",
+                    3,
+                    Rights::CALL | Rights::GRANT,
+                    badge::encode(1, 0b01),
+                ),
+                (
+                    2,
+                    "memory:mem",
+                    7,
+                    Rights::MAP | Rights::READ | Rights::WRITE | Rights::GRANT,
+                    0,
+                ),
+            ]),
+        ))
+        .unwrap();
+    worlds
+        .push(world("bystander", caps(&[(0, "log", 2, Rights::LOG, 0)])))
+        .unwrap();
+    let mut binaries = heapless::Vec::new();
+    binaries.push(Binary { name: "prog", elf }).unwrap();
+    let bundle = Bundle {
+        manifest: CompiledManifest { worlds, objects },
+        binaries,
+    };
+    let mut system = System::new();
+    system
+        .instantiate(platform, &bundle, |name, e| panic!("world {name}: {e}"))
+        .unwrap();
+    system
+}
+
+const SERVER: WorldId = 0;
+const CLIENT: WorldId = 1;
+const BYSTANDER: WorldId = 2;
+
+/// Makes world `id` the running one (as if the scheduler picked it).
+fn run_as(system: &mut System, frame: &mut Registers, id: WorldId) {
+    if system.current != Some(id) {
+        if let Some(current) = system.current.take()
+            && system.world(current).unwrap().state == WorldState::Running
+        {
+            system.make_ready(current, false);
+        }
+        system.run_queue.retain(|w| *w != id);
+        let world = system.world_mut(id).unwrap();
+        assert!(
+            matches!(world.state, WorldState::Ready | WorldState::Running),
+            "{:?}",
+            world.state
+        );
+        world.state = WorldState::Running;
+        system.current = Some(id);
+    }
+    *frame = system.world(id).unwrap().registers;
+}
+
+/// The running world makes a system call; returns what runs next.
+fn syscall(
+    system: &mut System,
+    platform: &mut FakePlatform,
+    frame: &mut Registers,
+    call: Syscall,
+    args: [u64; 6],
+) -> Next {
+    frame.rax = call as u64;
+    [
+        frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
+    ] = args;
+    frame.vector = SYSCALL_VECTOR;
+    system.on_syscall(platform, frame)
+}
+
+fn result_of(system: &System, id: WorldId) -> Result<[u64; 6], Error> {
+    let r = system.world(id).unwrap().registers;
+    Error::check(r.rax).map(|()| [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9])
+}
+
+fn write_ipc(system: &System, platform: &mut FakePlatform, id: WorldId, offset: u64, bytes: &[u8]) {
+    let buffer = system.world(id).unwrap().ipc_buffer.start().as_u64();
+    platform.write_phys(PhysAddr::new(buffer + offset), bytes);
+}
+
+fn read_ipc(
+    system: &System,
+    platform: &mut FakePlatform,
+    id: WorldId,
+    offset: u64,
+    len: usize,
+) -> StdVec<u8> {
+    let buffer = system.world(id).unwrap().ipc_buffer.start().as_u64();
+    let mut out = vec![0; len];
+    platform.read_phys(PhysAddr::new(buffer + offset), &mut out);
+    out
+}
+
+#[test]
+fn boot_creates_the_manifest_and_announces_each_world() {
+    let mut platform = FakePlatform::new();
+    let system = boot(&mut platform);
+    assert_eq!(system.live_worlds(), 3);
+    let announces: StdVec<_> = platform
+        .log
+        .iter()
+        .filter(|(k, _, _)| *k == Kind::Announce)
+        .map(|(_, s, p)| (*s, p.clone()))
+        .collect();
+    assert_eq!(
+        announces,
+        vec![
+            (1, b"server".to_vec()),
+            (2, b"client".to_vec()),
+            (3, b"bystander".to_vec())
+        ]
+    );
+    let mut lines = StdVec::new();
+    system.for_each_capability(|args| lines.push(std::format!("{args}")));
+    assert_eq!(lines.len(), 9);
+    assert!(
+        lines.contains(
+            &"world=client slot=1 kind=endpoint object=svc rights=grant+call badge=0x100000001"
+                .into()
+        ),
+        "{lines:?}"
+    );
+    // Start info: the client finds its name and its capabilities.
+    let mut platform2 = platform;
+    let length = system.world(CLIENT).unwrap().registers.rdi as usize;
+    let record = read_ipc(
+        &system,
+        &mut platform2,
+        CLIENT,
+        IPC_DATA_OFFSET as u64,
+        length,
+    );
+    let info = start_info::StartInfo::decode(&record).unwrap();
+    assert_eq!(info.world_name, "client");
+    assert_eq!(info.slot("call:svc"), Some(1));
+    // The interrupt line was enabled for its holder.
+    assert_eq!(platform2.irq_enabled.get(&5), Some(&true));
+}
+
+#[test]
+fn the_program_is_loaded_with_w_xor_x_and_a_guard_page_below_the_stack() {
+    let mut platform = FakePlatform::new();
+    let system = boot(&mut platform);
+    let table = &system.world(CLIENT).unwrap().table;
+    let text = table
+        .translate(&platform.memory, VirtAddr::new(0x40_0000))
+        .unwrap();
+    assert!(text.access.execute && !text.access.write && text.access.user);
+    let data = table
+        .translate(&platform.memory, VirtAddr::new(0x40_1000))
+        .unwrap();
+    assert!(!data.access.execute && data.access.write);
+    let mut byte = [0u8; 1];
+    platform.read_phys(text.phys, &mut byte);
+    assert_eq!(byte[0], 0xf4, "program bytes were not copied");
+    assert!(
+        table
+            .translate(&platform.memory, VirtAddr::new(layout::STACK_TOP - 8))
+            .is_some()
+    );
+    let guard = layout::STACK_TOP - (STACK_PAGES + 1) * PAGE_SIZE_FOR_TESTS;
+    assert!(
+        table
+            .translate(&platform.memory, VirtAddr::new(guard))
+            .is_none(),
+        "no guard page"
+    );
+    // The kernel half is shared.
+    assert_eq!(platform.memory.read_entry(table.root(), 511), (2 << 12) | 3);
+}
+
+const PAGE_SIZE_FOR_TESTS: u64 = 4096;
+
+#[test]
+fn call_reaches_the_server_with_badge_data_and_registers_and_the_reply_returns() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, SERVER);
+    // The server waits first.
+    let next = syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Recv,
+        [1, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(
+        system.world(SERVER).unwrap().state,
+        WorldState::Receiving { endpoint: 3 }
+    );
+    assert!(matches!(next, Next::World { world, .. } if world != SERVER));
+    run_as(&mut system, &mut frame, CLIENT);
+    write_ipc(
+        &system,
+        &mut platform,
+        CLIENT,
+        IPC_DATA_OFFSET as u64,
+        b"hello server",
+    );
+    let info = MessageInfo::new(7, 12, 0).unwrap();
+    let next = syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Call,
+        [1, info.0, 11, 22, 33, 44],
+    );
+    // Straight to the server, with the message.
+    assert!(matches!(next, Next::World { world: SERVER, .. }));
+    assert_eq!(frame.rax, 0);
+    assert_eq!(MessageInfo(frame.rdi), MessageInfo::new(7, 12, 0).unwrap());
+    assert_eq!(frame.rsi, badge::encode(1, 0b01));
+    assert_eq!([frame.rdx, frame.r10, frame.r8, frame.r9], [11, 22, 33, 44]);
+    assert_eq!(
+        read_ipc(&system, &mut platform, SERVER, IPC_DATA_OFFSET as u64, 12),
+        b"hello server"
+    );
+    assert_eq!(
+        system.world(CLIENT).unwrap().state,
+        WorldState::AwaitingReply { server: SERVER }
+    );
+    // Reply and wait again: the client runs next with the answer.
+    write_ipc(
+        &system,
+        &mut platform,
+        SERVER,
+        IPC_DATA_OFFSET as u64,
+        b"ok",
+    );
+    let reply = MessageInfo::new(0, 2, 0).unwrap();
+    let next = syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::ReplyRecv,
+        [1, reply.0, 5, 6, 7, 8],
+    );
+    assert!(
+        matches!(next, Next::World { world: CLIENT, .. }),
+        "{next:?}"
+    );
+    assert_eq!(frame.rax, 0);
+    assert_eq!([frame.rdx, frame.r10, frame.r8, frame.r9], [5, 6, 7, 8]);
+    assert_eq!(frame.rsi, 0, "replies carry no badge");
+    assert_eq!(
+        read_ipc(&system, &mut platform, CLIENT, IPC_DATA_OFFSET as u64, 2),
+        b"ok"
+    );
+    assert_eq!(
+        system.world(SERVER).unwrap().state,
+        WorldState::Receiving { endpoint: 3 }
+    );
+}
+
+#[test]
+fn a_call_without_the_capability_or_the_right_is_refused() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, BYSTANDER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Call,
+        [1, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, BYSTANDER), Err(Error::InvalidCapability));
+    run_as(&mut system, &mut frame, BYSTANDER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Call,
+        [0, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, BYSTANDER), Err(Error::WrongObjectKind));
+    // The server holds the endpoint with RECEIVE only: it cannot call it.
+    run_as(&mut system, &mut frame, SERVER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Call,
+        [1, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, SERVER), Err(Error::InsufficientRights));
+    // Oversized messages are refused to the sender.
+    run_as(&mut system, &mut frame, CLIENT);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Call,
+        [1, 0x3fff, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, CLIENT), Err(Error::MessageTooLong));
+}
+
+#[test]
+fn capabilities_travel_in_messages_and_revocation_takes_them_back_at_once() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, SERVER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Recv,
+        [1, 0, 0, 0, 0, 0],
+    );
+    run_as(&mut system, &mut frame, CLIENT);
+    write_ipc(&system, &mut platform, CLIENT, 0, &2u32.to_le_bytes()); // send_caps[0] = slot 2 (memory)
+    let info = MessageInfo::new(0, 0, 1).unwrap();
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Call,
+        [1, info.0, 0, 0, 0, 0],
+    );
+    assert_eq!(MessageInfo(frame.rdi).caps(), 1);
+    let received = u32::from_le_bytes(
+        read_ipc(&system, &mut platform, SERVER, 16, 4)
+            .try_into()
+            .unwrap(),
+    );
+    let count = u32::from_le_bytes(
+        read_ipc(&system, &mut platform, SERVER, 32, 4)
+            .try_into()
+            .unwrap(),
+    );
+    assert_eq!(count, 1);
+    let cap = system.caps().lookup(SERVER, received).unwrap();
+    assert_eq!(cap.kind, ObjectKind::Memory);
+    // The server maps it.
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::MemoryMap,
+        [
+            u64::from(received),
+            layout::MAP_BASE,
+            (Rights::READ | Rights::WRITE).bits() as u64,
+            0,
+            0,
+            0,
+        ],
+    );
+    assert_eq!(result_of(&system, SERVER).map(|v| v[0]), Ok(8192));
+    let server_table =
+        PageTable::<crate::paging::X86>::from_root(system.world(SERVER).unwrap().table.root());
+    assert!(
+        server_table
+            .translate(&platform.memory, VirtAddr::new(layout::MAP_BASE))
+            .is_some()
+    );
+    // The client revokes everything derived from its capability: gone, and unmapped.
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::ReplyRecv,
+        [1, 0, 0, 0, 0, 0],
+    );
+    run_as(&mut system, &mut frame, CLIENT);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::CapRevoke,
+        [2, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, CLIENT).map(|v| v[0]), Ok(1));
+    assert!(system.caps().lookup(SERVER, received).is_err());
+    assert!(
+        server_table
+            .translate(&platform.memory, VirtAddr::new(layout::MAP_BASE))
+            .is_none(),
+        "revoked memory still mapped"
+    );
+    assert!(system.world(SERVER).unwrap().mappings.is_empty());
+}
+
+#[test]
+fn passing_a_capability_needs_the_grant_right() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, SERVER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Recv,
+        [1, 0, 0, 0, 0, 0],
+    );
+    run_as(&mut system, &mut frame, CLIENT);
+    write_ipc(&system, &mut platform, CLIENT, 0, &0u32.to_le_bytes()); // the log cap: no GRANT
+    let info = MessageInfo::new(0, 0, 1).unwrap();
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Call,
+        [1, info.0, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, CLIENT), Err(Error::InsufficientRights));
+    assert_eq!(
+        system.world(SERVER).unwrap().state,
+        WorldState::Receiving { endpoint: 3 },
+        "server must not see it"
+    );
+}
+
+#[test]
+fn a_derived_copy_dies_with_a_revoke_and_rights_never_grow() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, CLIENT);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::CapDerive,
+        [1, Rights::ALL.bits() as u64, 0, 0, 0, 0],
+    );
+    let copy = result_of(&system, CLIENT).unwrap()[0];
+    let cap = system.caps().lookup(CLIENT, copy as u32).unwrap();
+    assert_eq!(
+        cap.rights,
+        Rights::CALL | Rights::GRANT,
+        "asking for ALL must not add rights"
+    );
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::CapRevoke,
+        [1, 0, 0, 0, 0, 0],
+    );
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Call,
+        [copy, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, CLIENT), Err(Error::InvalidCapability));
+}
+
+#[test]
+fn a_faulting_world_is_stopped_and_its_caller_and_memory_are_released() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let frames_before = platform.allocated.len();
+    let server_frames = system.world(SERVER).unwrap().frames as usize;
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, SERVER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Recv,
+        [1, 0, 0, 0, 0, 0],
+    );
+    run_as(&mut system, &mut frame, CLIENT);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Call,
+        [1, 0, 0, 0, 0, 0],
+    );
+    // The server faults while the client waits for it.
+    frame.vector = 14;
+    frame.error_code = 6;
+    frame.rip = 0x40_0010;
+    let next = system.on_user_exception(&mut platform, &mut frame, 0xdead_0000, "#PF");
+    assert_eq!(system.world(SERVER).unwrap().state, WorldState::Stopped);
+    assert!(
+        platform
+            .texts()
+            .iter()
+            .any(|t| t.contains("world server stopped: #PF") && t.contains("address 0xdead0000")),
+        "{:?}",
+        platform.texts()
+    );
+    assert!(matches!(next, Next::World { world, .. } if world != SERVER));
+    assert_eq!(system.world(CLIENT).unwrap().state, WorldState::Ready);
+    assert_eq!(result_of(&system, CLIENT), Err(Error::PeerStopped));
+    assert_eq!(
+        platform.allocated.len(),
+        frames_before - server_frames,
+        "the server's frames were not all freed"
+    );
+    // The others run on: the client can still log.
+    run_as(&mut system, &mut frame, CLIENT);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Log,
+        [
+            layout::IPC_BUFFER + IPC_DATA_OFFSET as u64,
+            3 | (1 << 63),
+            0,
+            0,
+            0,
+            0,
+        ],
+    );
+    assert_eq!(result_of(&system, CLIENT), Ok([0; 6]));
+}
+
+#[test]
+fn log_copies_from_user_memory_and_refuses_bad_pointers() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, CLIENT);
+    write_ipc(
+        &system,
+        &mut platform,
+        CLIENT,
+        IPC_DATA_OFFSET as u64,
+        b"hi there",
+    );
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Log,
+        [
+            layout::IPC_BUFFER + IPC_DATA_OFFSET as u64,
+            8 | (1 << 63),
+            0,
+            0,
+            0,
+            0,
+        ],
+    );
+    assert_eq!(result_of(&system, CLIENT), Ok([0; 6]));
+    assert_eq!(
+        platform.log.last().unwrap(),
+        &(Kind::Text, 2, b"hi there".to_vec())
+    );
+    for pointer in [
+        0u64,
+        0xffff_8000_0000_0000,
+        layout::USER_END - 4,
+        u64::MAX - 2,
+    ] {
+        syscall(
+            &mut system,
+            &mut platform,
+            &mut frame,
+            Syscall::Log,
+            [pointer, 8, 0, 0, 0, 0],
+        );
+        assert_eq!(
+            result_of(&system, CLIENT),
+            Err(Error::BadAddress),
+            "pointer {pointer:#x}"
+        );
+    }
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Log,
+        [layout::IPC_BUFFER, 8, 1, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, CLIENT), Err(Error::WrongObjectKind));
+}
+
+#[test]
+fn interrupts_arrive_as_notifications_and_are_masked_until_acknowledged() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, SERVER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Wait,
+        [2, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(
+        system.world(SERVER).unwrap().state,
+        WorldState::Waiting { notification: 4 }
+    );
+    system.on_irq(&mut platform, 5, &mut frame);
+    assert_eq!(platform.irq_enabled.get(&5), Some(&false));
+    assert_eq!(result_of(&system, SERVER).map(|v| v[0]), Ok(1));
+    run_as(&mut system, &mut frame, SERVER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::IrqAck,
+        [3, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(platform.irq_enabled.get(&5), Some(&true));
+    // Poll returns nothing now; a second interrupt is remembered until polled.
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Poll,
+        [2, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, SERVER).map(|v| v[0]), Ok(0));
+    system.on_irq(&mut platform, 5, &mut frame);
+    run_as(&mut system, &mut frame, SERVER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Poll,
+        [2, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, SERVER).map(|v| v[0]), Ok(1));
+}
+
+#[test]
+fn port_io_is_confined_to_the_granted_range() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, SERVER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::PortOut,
+        [4, 0x104, 4, 0x55, 0, 0],
+    );
+    assert_eq!(result_of(&system, SERVER), Ok([0; 6]));
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::PortIn,
+        [4, 0x107, 1, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, SERVER).map(|v| v[0]), Ok(0xab));
+    for (port, width) in [
+        (0x106u64, 4u64),
+        (0xff, 1),
+        (0x3f8, 1),
+        (0x100, 3),
+        (u64::MAX, 1),
+    ] {
+        syscall(
+            &mut system,
+            &mut platform,
+            &mut frame,
+            Syscall::PortIn,
+            [4, port, width, 0, 0, 0],
+        );
+        assert!(
+            result_of(&system, SERVER).is_err(),
+            "port {port:#x} width {width} allowed"
+        );
+    }
+    assert_eq!(platform.ports, vec![(0x104, 4, 0x55), (0x107, 1, 0)]);
+}
+
+#[test]
+fn the_timer_rotates_ready_worlds() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    let mut order = StdVec::new();
+    let Next::World { world, .. } = system.start(&mut frame) else {
+        panic!("idle at start")
+    };
+    order.push(world);
+    for _ in 0..5 {
+        frame.cs = USER_CODE_SELECTOR;
+        let Next::World { world, .. } = system.on_timer(&mut frame) else {
+            panic!("idle")
+        };
+        order.push(world);
+    }
+    assert_eq!(order, vec![0, 1, 2, 0, 1, 2]);
+    let _ = &mut platform;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A world making random system calls with random arguments gets results or errors,
+    /// never a panic; afterwards the other worlds can still call and reply.
+    #[test]
+    fn random_system_calls_never_break_the_system(calls in proptest::collection::vec(
+        (0u64..24, proptest::collection::vec(prop_oneof![
+            0u64..300, Just(layout::IPC_BUFFER), Just(layout::MAP_BASE), Just(0xffff_8000_0000_0000u64), any::<u64>()
+        ], 6)), 1..120)) {
+        let mut platform = FakePlatform::new();
+        platform.limit = 600;
+        let mut system = boot(&mut platform);
+        let mut frame = Registers::default();
+        for (number, args) in calls {
+            if system.world(BYSTANDER).unwrap().state == WorldState::Stopped {
+                break;
+            }
+            if !matches!(system.world(BYSTANDER).unwrap().state, WorldState::Ready | WorldState::Running) {
+                break; // it blocked itself; fine
+            }
+            run_as(&mut system, &mut frame, BYSTANDER);
+            frame.rax = number;
+            [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9] = [args[0], args[1], args[2], args[3], args[4], args[5]];
+            system.on_syscall(&mut platform, &mut frame);
+        }
+        // The server and client still work.
+        run_as(&mut system, &mut frame, SERVER);
+        syscall(&mut system, &mut platform, &mut frame, Syscall::Recv, [1, 0, 0, 0, 0, 0]);
+        run_as(&mut system, &mut frame, CLIENT);
+        let next = syscall(&mut system, &mut platform, &mut frame, Syscall::Call, [1, 0, 1, 2, 3, 4]);
+        let reached_server = matches!(next, Next::World { world: SERVER, .. });
+        prop_assert!(reached_server);
+        prop_assert_eq!([frame.rdx, frame.r10, frame.r8, frame.r9], [1, 2, 3, 4]);
+    }
+}

@@ -1,0 +1,118 @@
+//! The machine as the system sees it: the kernel's implementation of
+//! `esker_kernel_core::system::Platform`.
+
+use esker_kernel_core::addr::{PhysAddr, PhysFrame};
+use esker_kernel_core::logframe::{Kind, SourceId};
+use esker_kernel_core::paging::PageTable;
+use esker_kernel_core::system::Platform;
+use x86_64::instructions::port::Port;
+use x86_64::registers::control::Cr3;
+
+use crate::arch::x86_64::{pic, time};
+use crate::memory::{self, OffsetPhysMemory};
+
+/// The one platform: memory through the direct map, ports, the PIC, COM1.
+pub struct KernelPlatform {
+    memory: OffsetPhysMemory,
+}
+
+impl KernelPlatform {
+    /// The platform (stateless apart from its memory view).
+    pub const fn new() -> Self {
+        Self {
+            memory: OffsetPhysMemory::DIRECT,
+        }
+    }
+}
+
+fn current_root() -> u64 {
+    Cr3::read_raw().0.start_address().as_u64()
+}
+
+impl Platform for KernelPlatform {
+    type Memory = OffsetPhysMemory;
+
+    fn memory(&mut self) -> &mut OffsetPhysMemory {
+        &mut self.memory
+    }
+
+    fn allocate_frame(&mut self) -> Option<PhysFrame> {
+        memory::allocate_zeroed(1)
+    }
+
+    fn allocate_contiguous(&mut self, count: u64) -> Option<PhysFrame> {
+        memory::allocate_zeroed(count)
+    }
+
+    fn free_frame(&mut self, frame: PhysFrame) {
+        if current_root() == frame.start().as_u64() {
+            // Never free the tables we are running on: move to the kernel's first.
+            switch_to(memory::kernel_root());
+        }
+        memory::free(frame);
+    }
+
+    fn read_phys(&mut self, addr: PhysAddr, buf: &mut [u8]) {
+        memory::read_phys(addr, buf);
+    }
+
+    fn write_phys(&mut self, addr: PhysAddr, data: &[u8]) {
+        memory::write_phys(addr, data);
+    }
+
+    fn kernel_table(&self) -> PageTable {
+        PageTable::from_root(memory::kernel_root())
+    }
+
+    fn invalidate_page(&mut self, root: PhysFrame, virt: u64) {
+        if current_root() == root.start().as_u64() {
+            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(virt));
+        }
+    }
+
+    fn port_in(&mut self, port: u16, width: u8) -> u32 {
+        // SAFETY: the system only gets here for ports inside an I/O-port capability the
+        // calling world holds; the manifest grants no port the kernel itself uses.
+        unsafe {
+            match width {
+                1 => u32::from(Port::<u8>::new(port).read()),
+                2 => u32::from(Port::<u16>::new(port).read()),
+                _ => Port::<u32>::new(port).read(),
+            }
+        }
+    }
+
+    fn port_out(&mut self, port: u16, width: u8, value: u32) {
+        // SAFETY: as in `port_in`.
+        unsafe {
+            match width {
+                1 => Port::<u8>::new(port).write(value as u8),
+                2 => Port::<u16>::new(port).write(value as u16),
+                _ => Port::<u32>::new(port).write(value),
+            }
+        }
+    }
+
+    fn set_irq_enabled(&mut self, line: u8, enabled: bool) {
+        pic::set_enabled(line, enabled);
+    }
+
+    fn log_packet(&mut self, kind: Kind, source: SourceId, payload: &[u8]) {
+        crate::log::emit_packet(kind, source, payload);
+    }
+
+    fn tsc_khz(&self) -> u64 {
+        time::tsc_khz()
+    }
+}
+
+/// Loads `root` into CR3.
+pub fn switch_to(root: PhysFrame) {
+    let frame = x86_64::structures::paging::PhysFrame::containing_address(x86_64::PhysAddr::new(
+        root.start().as_u64(),
+    ));
+    // SAFETY: every root the system hands out (the kernel's, or a world's built with the
+    // kernel half copied in) maps the kernel identically, so the running code, stack and
+    // data stay mapped across the switch.
+    unsafe { Cr3::write(frame, x86_64::registers::control::Cr3Flags::empty()) };
+}
