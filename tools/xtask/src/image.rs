@@ -70,10 +70,23 @@ pub struct Image {
     pub elf: PathBuf,
 }
 
-/// Builds the kernel of `flavor` and its image directory.
+/// The system manifest images are built from unless told otherwise.
+pub fn default_manifest() -> PathBuf {
+    cargo::workspace_root().join("system.toml")
+}
+
+/// Builds the kernel of `flavor` with the worlds of `system.toml`.
 pub fn build(host: &Host, flavor: Flavor) -> Result<Image> {
-    let built = build_kernel(flavor)?;
-    let dir = flavor.image_dir();
+    build_with(host, flavor, &default_manifest(), &flavor.image_dir())
+}
+
+/// Builds an image into `dir`: the worlds of `manifest`, their bundle, the kernel of
+/// `flavor` embedding it, and the ISO.
+pub fn build_with(host: &Host, flavor: Flavor, manifest: &Path, dir: &Path) -> Result<Image> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let bundle = crate::worlds::build_bundle(manifest, dir)?;
+    let built = build_kernel(flavor, &bundle)?;
+    let dir = dir.to_path_buf();
     std::fs::create_dir_all(dir.join(WORLDS_DIR))
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let elf = dir.join(KERNEL_ELF);
@@ -105,8 +118,9 @@ pub fn build(host: &Host, flavor: Flavor) -> Result<Image> {
 
 /// Runs `cargo build` for the kernel (its progress shown as usual) and returns the path of
 /// the executable cargo reports.
-fn build_kernel(flavor: Flavor) -> Result<PathBuf> {
+fn build_kernel(flavor: Flavor, bundle: &Path) -> Result<PathBuf> {
     let mut command = cargo::command();
+    command.env("ESKER_BUNDLE", bundle);
     command.args([
         "build",
         "--package",

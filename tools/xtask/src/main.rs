@@ -13,6 +13,7 @@ mod image;
 mod loc;
 mod run;
 mod test_suite;
+mod worlds;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

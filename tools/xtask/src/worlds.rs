@@ -1,0 +1,134 @@
+//! The worlds of an image: build every program the manifest names for bare metal, pack
+//! them with the compiled manifest into the bundle the kernel embeds, and keep each
+//! world's ELF next to the kernel's so the log decoder can read its frames.
+//!
+//! A world's `binary = "vmkauthd"` is the bare-metal executable of the package
+//! `esker-vmkauthd` (servers and test worlds follow that naming).
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail};
+use esker_logdecode::WORLDS_DIR;
+
+use crate::cargo;
+use crate::image::KERNEL_TARGET;
+
+/// The bundle file written into an image directory.
+pub const BUNDLE_FILE: &str = "bundle.bin";
+
+/// The package that provides binary `name`.
+pub fn package_of(binary: &str) -> String {
+    format!("esker-{binary}")
+}
+
+/// Loads the manifest, printing every diagnostic (`file:line: …`) on failure.
+pub fn load_manifest(path: &Path) -> Result<esker_manifest::Manifest> {
+    esker_manifest::load(path).map_err(|diagnostics| {
+        let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!(
+            "the manifest has {} error(s):\n  {}",
+            lines.len(),
+            lines.join("\n  ")
+        )
+    })
+}
+
+/// Builds the worlds of `manifest_path` and writes `dir/bundle.bin` and
+/// `dir/worlds/<world>.elf`. Returns the bundle's path.
+pub fn build_bundle(manifest_path: &Path, dir: &Path) -> Result<PathBuf> {
+    let manifest = load_manifest(manifest_path)?;
+    let names: Vec<&str> = {
+        let mut names: Vec<&str> = manifest.worlds.iter().map(|w| w.binary.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    };
+    let executables = build_programs(&names)?;
+    let mut binaries = Vec::new();
+    for name in &names {
+        let path = executables.get(*name).with_context(|| {
+            format!(
+                "cargo built no executable for binary \"{name}\" (package {})",
+                package_of(name)
+            )
+        })?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        binaries.push(((*name).to_owned(), bytes));
+    }
+    let worlds_dir = dir.join(WORLDS_DIR);
+    std::fs::create_dir_all(&worlds_dir)
+        .with_context(|| format!("cannot create {}", worlds_dir.display()))?;
+    for world in &manifest.worlds {
+        let (_, bytes) = binaries
+            .iter()
+            .find(|(n, _)| *n == world.binary)
+            .expect("built above");
+        let path = worlds_dir.join(format!("{}.elf", world.name));
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let bundle = esker_manifest::build_bundle(&manifest, &binaries)
+        .map_err(|e| anyhow::anyhow!("packing the bundle failed: {e}"))?;
+    let path = dir.join(BUNDLE_FILE);
+    std::fs::write(&path, &bundle).with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "image: {} world(s) from {}, bundle {} KiB",
+        manifest.worlds.len(),
+        cargo::display(manifest_path),
+        bundle.len().div_ceil(1024)
+    );
+    Ok(path)
+}
+
+/// `cargo build --release --target x86_64-unknown-none` of every program; returns binary
+/// name → executable path.
+fn build_programs(names: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
+    let mut command = cargo::command();
+    command.args([
+        "build",
+        "--release",
+        "--target",
+        KERNEL_TARGET,
+        "--message-format=json-render-diagnostics",
+    ]);
+    for name in names {
+        command.args(["--package", &package_of(name)]);
+    }
+    println!("image: {}", cargo::describe(&command));
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo")?;
+    let mut executables = BTreeMap::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo's output")?;
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+                println!("{line}");
+                continue;
+            };
+            if message["reason"] != "compiler-artifact" {
+                continue;
+            }
+            let (Some(target), Some(path)) = (
+                message["target"]["name"].as_str(),
+                message["executable"].as_str(),
+            ) else {
+                continue;
+            };
+            for name in names {
+                if target == *name || target == package_of(name) {
+                    executables.insert((*name).to_owned(), PathBuf::from(path));
+                }
+            }
+        }
+    }
+    let status = child.wait().context("waiting for cargo")?;
+    if !status.success() {
+        bail!("building the world programs failed ({status})");
+    }
+    Ok(executables)
+}
