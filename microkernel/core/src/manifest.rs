@@ -320,6 +320,135 @@ impl<'a> Bundle<'a> {
     }
 }
 
+/// A bundle read in place: validated once, then decoded one world, object or binary at a
+/// time, so the kernel never holds the whole [`Bundle`] (tens of KiB) on its stack.
+///
+/// It reads the same bytes [`Bundle::encode`] writes: postcard encodes a `heapless::Vec` as
+/// a varint count followed by its elements, so each section can be walked element by
+/// element.
+#[derive(Clone, Copy, Debug)]
+pub struct BundleView<'a> {
+    worlds: Section<'a>,
+    objects: Section<'a>,
+    binaries: Section<'a>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Section<'a> {
+    count: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> Section<'a> {
+    /// Reads the count, then steps over `count` elements of type `T`; returns the section
+    /// and the bytes after it.
+    fn walk<T: Deserialize<'a>>(
+        bytes: &'a [u8],
+        limit: usize,
+    ) -> Result<(Self, &'a [u8]), BundleError> {
+        let (count, start) =
+            postcard::take_from_bytes::<usize>(bytes).map_err(|_| BundleError::Codec)?;
+        if count > limit {
+            return Err(BundleError::Codec);
+        }
+        let mut rest = start;
+        for _ in 0..count {
+            let (_, after) =
+                postcard::take_from_bytes::<T>(rest).map_err(|_| BundleError::Codec)?;
+            rest = after;
+        }
+        let used = start.len() - rest.len();
+        Ok((
+            Self {
+                count,
+                bytes: &start[..used],
+            },
+            rest,
+        ))
+    }
+
+    fn iter<T: Deserialize<'a>>(self) -> impl Iterator<Item = T> + 'a {
+        let mut rest = self.bytes;
+        (0..self.count).map_while(move |_| {
+            let (item, after) = postcard::take_from_bytes::<T>(rest).ok()?;
+            rest = after;
+            Some(item)
+        })
+    }
+}
+
+impl<'a> BundleView<'a> {
+    /// Checks the header and every element, and cross-checks names and indices.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, BundleError> {
+        if bytes.is_empty() {
+            return Err(BundleError::Empty);
+        }
+        let rest = bytes
+            .strip_prefix(&BUNDLE_MAGIC)
+            .ok_or(BundleError::BadMagic)?;
+        let (version, body) = rest.split_first_chunk::<4>().ok_or(BundleError::BadMagic)?;
+        let found = u32::from_le_bytes(*version);
+        if found != BUNDLE_VERSION {
+            return Err(BundleError::Version { found });
+        }
+        let (worlds, rest) = Section::walk::<WorldSpec<'a>>(body, MAX_WORLDS)?;
+        let (objects, rest) = Section::walk::<ObjectSpec<'a>>(rest, MAX_OBJECTS)?;
+        let (binaries, _) = Section::walk::<Binary<'a>>(rest, MAX_BINARIES)?;
+        let view = Self {
+            worlds,
+            objects,
+            binaries,
+        };
+        for world in view.worlds() {
+            if view.binary(world.binary).is_none() {
+                return Err(BundleError::MissingBinary);
+            }
+            if world
+                .caps
+                .iter()
+                .any(|c| usize::from(c.object) >= view.objects.count)
+            {
+                return Err(BundleError::BadObjectIndex);
+            }
+        }
+        for object in view.objects() {
+            if let ObjectSpec::Interrupt {
+                notification, bit, ..
+            } = object
+            {
+                let target = view.objects().nth(usize::from(notification));
+                if !matches!(target, Some(ObjectSpec::Notification { .. })) || bit >= 64 {
+                    return Err(BundleError::BadObjectIndex);
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// The worlds, in manifest order.
+    pub fn worlds(&self) -> impl Iterator<Item = WorldSpec<'a>> + 'a {
+        self.worlds.iter()
+    }
+
+    /// The objects, in manifest order.
+    pub fn objects(&self) -> impl Iterator<Item = ObjectSpec<'a>> + 'a {
+        self.objects.iter()
+    }
+
+    /// Number of objects.
+    pub fn object_count(&self) -> usize {
+        self.objects.count
+    }
+
+    /// The ELF of a binary.
+    pub fn binary(&self, name: &str) -> Option<&'a [u8]> {
+        self.binaries
+            .iter::<Binary<'a>>()
+            .find(|b| b.name == name)
+            .map(|b| b.elf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +510,30 @@ mod tests {
     }
 
     #[test]
+    fn the_view_reads_what_encode_wrote() {
+        let bundle = sample();
+        let mut buf = [0u8; 4096];
+        let n = bundle.encode(&mut buf).unwrap();
+        let view = BundleView::parse(&buf[..n]).unwrap();
+        assert_eq!(
+            view.worlds().collect::<std::vec::Vec<_>>(),
+            bundle.manifest.worlds.to_vec()
+        );
+        assert_eq!(
+            view.objects().collect::<std::vec::Vec<_>>(),
+            bundle.manifest.objects.to_vec()
+        );
+        assert_eq!(view.binary("vmkauthd"), Some(&b"\x7fELF fake"[..]));
+        assert_eq!(view.binary("nope"), None);
+        for cut in 0..n {
+            assert!(
+                BundleView::parse(&buf[..cut]).is_err(),
+                "a bundle cut at {cut} bytes was accepted"
+            );
+        }
+    }
+
+    #[test]
     fn bad_headers_are_named() {
         assert_eq!(Bundle::decode(&[]), Err(BundleError::Empty));
         assert_eq!(Bundle::decode(b"NOTABUNDLE..."), Err(BundleError::BadMagic));
@@ -418,6 +571,9 @@ mod tests {
                 buf[at % n] ^= byte;
             }
             let _ = Bundle::decode(&buf[..n]);
+            if let Ok(view) = BundleView::parse(&buf[..n]) {
+                let _ = (view.worlds().count(), view.objects().count(), view.binary("vmkauthd"));
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use esker_kernel_core::manifest::{Bundle, BundleError};
+use esker_kernel_core::manifest::{BundleError, BundleView};
 use esker_kernel_core::system::{Next, Registers, System};
 use spin::Mutex;
 use x86_64::registers::control::Cr3;
@@ -23,7 +23,7 @@ static SCHEDULING: AtomicBool = AtomicBool::new(false);
 /// Creates what the manifest lists and reports every capability installed. Returns the
 /// number of worlds created.
 pub fn boot() -> usize {
-    let bundle = match Bundle::decode(BUNDLE_BYTES) {
+    let bundle = match BundleView::parse(BUNDLE_BYTES) {
         Ok(bundle) => bundle,
         Err(BundleError::Empty) => {
             defmt::warn!("worlds: this image carries no bundle; running without worlds");

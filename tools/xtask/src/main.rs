@@ -5,6 +5,7 @@
 //! and installs the missing Debian packages when running as root ([`host`]). QEMU is
 //! always started through `esker_logdecode::qemu`, the one place its command line is built.
 
+mod audit;
 mod bench;
 mod bootcheck;
 mod cargo;
@@ -51,11 +52,25 @@ enum Command {
     Test,
     /// Measure boot time, boot instruction count, kernel size and code lines.
     Bench,
+    /// Audit the capability policy of a manifest against the built world programs.
+    Audit {
+        /// The system manifest [default: system.toml].
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// The rule file [default: audit.toml].
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Audit { manifest, rules } => audit::run(
+            &manifest.unwrap_or_else(audit::default_manifest),
+            &rules.unwrap_or_else(audit::default_rules),
+        )
+        .map(|()| ExitCode::SUCCESS),
         Command::Image { selftest } => host::ensure_packages()
             .and_then(|host| image::build(&host, image::Flavor::from_selftest(selftest)))
             .map(|_| ExitCode::SUCCESS),

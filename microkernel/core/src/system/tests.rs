@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::addr::VirtAddr;
 use crate::manifest::{
-    Binary, Bundle, CapSpec, CompiledManifest, ObjectSpec, SchedParams, WorldSpec,
+    Binary, Bundle, BundleView, CapSpec, CompiledManifest, ObjectSpec, SchedParams, WorldSpec,
 };
 
 const FIRST_FRAME: u64 = 0x100;
@@ -287,9 +287,12 @@ fn boot(platform: &mut FakePlatform) -> System {
         manifest: CompiledManifest { worlds, objects },
         binaries,
     };
+    let bytes: &'static mut [u8] = Box::leak(vec![0u8; 1 << 20].into_boxed_slice());
+    let length = bundle.encode(bytes).unwrap();
+    let view = BundleView::parse(&bytes[..length]).unwrap();
     let mut system = System::new();
     system
-        .instantiate(platform, &bundle, |name, e| panic!("world {name}: {e}"))
+        .instantiate(platform, &view, |name, e| panic!("world {name}: {e}"))
         .unwrap();
     system
 }

@@ -16,7 +16,7 @@ use crate::addr::{PAGE_SIZE, PhysAddr, PhysFrame, VirtAddr};
 use crate::cap::{Capability, WorldId};
 use crate::elf::{ElfError, ElfImage};
 use crate::logframe::{Kind, SourceId};
-use crate::manifest::{Bundle, ObjectSpec, WorldSpec};
+use crate::manifest::{BundleView, ObjectSpec, WorldSpec};
 use crate::paging::{
     Access, CachePolicy, EntryFormat, FrameSource, MapError, PageSize, PageTable, PhysMemory, X86,
 };
@@ -64,36 +64,40 @@ impl fmt::Display for WorldError {
     }
 }
 
-/// Frames charged to one world while it is built, returned on failure.
+/// Frames charged to one world while it is built. On failure everything reachable from
+/// the world's page table is freed (see [`free_user_half`]), so only a frame not yet mapped
+/// needs giving back by hand.
 struct Charge<'p, P: Platform> {
     platform: &'p mut P,
     budget: u64,
-    owned: Vec<PhysFrame, 2048>,
+    used: u64,
 }
 
 impl<P: Platform> Charge<'_, P> {
     fn frame(&mut self) -> Result<PhysFrame, WorldError> {
-        if self.owned.len() as u64 >= self.budget {
+        if self.used >= self.budget {
             return Err(WorldError::OverBudget {
                 budget_kib: self.budget * 4,
-                needed_kib: (self.owned.len() as u64 + 1) * 4,
+                needed_kib: (self.used + 1) * 4,
             });
         }
         let frame = self
             .platform
             .allocate_frame()
             .ok_or(WorldError::OutOfMemory)?;
-        if self.owned.push(frame).is_err() {
-            self.platform.free_frame(frame);
-            return Err(WorldError::Limit("frames per world (8 MiB)"));
-        }
+        self.used += 1;
         Ok(frame)
     }
 
-    fn give_back(&mut self) {
-        while let Some(frame) = self.owned.pop() {
-            self.platform.free_frame(frame);
-        }
+    /// Maps `frame` at `virt`, giving the frame back if that fails.
+    fn map(
+        &mut self,
+        table: &mut PageTable,
+        virt: u64,
+        frame: PhysFrame,
+        access: Access,
+    ) -> Result<(), WorldError> {
+        map_page(self, table, virt, frame, access).inspect_err(|_| self.platform.free_frame(frame))
     }
 }
 
@@ -181,18 +185,16 @@ impl System {
     pub fn instantiate(
         &mut self,
         platform: &mut impl Platform,
-        bundle: &Bundle<'_>,
+        bundle: &BundleView<'_>,
         mut report: impl FnMut(&str, &WorldError),
     ) -> Result<(), WorldError> {
-        let manifest = &bundle.manifest;
         let mut ids: Vec<u32, { crate::manifest::MAX_OBJECTS }> = Vec::new();
-        for spec in &manifest.objects {
-            let object = match *spec {
+        for spec in bundle.objects() {
+            let object = match spec {
                 ObjectSpec::Log { .. } => Object::Log,
                 ObjectSpec::World { name } => Object::World(
-                    manifest
-                        .worlds
-                        .iter()
+                    bundle
+                        .worlds()
                         .position(|w| w.name == name)
                         .unwrap_or(usize::MAX) as WorldId,
                 ),
@@ -238,11 +240,11 @@ impl System {
                 platform.set_irq_enabled(line, true);
             }
         }
-        for (index, spec) in manifest.worlds.iter().enumerate() {
+        for (index, spec) in bundle.worlds().enumerate() {
             let Some(elf) = bundle.binary(spec.binary) else {
                 continue;
             };
-            if let Err(error) = self.create_world(platform, index as WorldId, spec, elf, &ids) {
+            if let Err(error) = self.create_world(platform, index as WorldId, &spec, elf, &ids) {
                 report(spec.name, &error);
             }
         }
@@ -276,18 +278,19 @@ impl System {
         let mut charge = Charge {
             platform,
             budget,
-            owned: Vec::new(),
+            used: 0,
         };
-        let built = Self::build_address_space(&mut charge, &image);
+        let root = charge.frame()?;
+        let built = Self::build_address_space(&mut charge, root, &image);
+        let frames = charge.used;
+        let platform = charge.platform;
         let (table, ipc_buffer) = match built {
             Ok(done) => done,
             Err(e) => {
-                charge.give_back();
+                free_user_half(platform, root);
                 return Err(e);
             }
         };
-        let frames = charge.owned.len() as u64;
-        let platform = charge.platform;
 
         // Capabilities.
         for cap in &spec.caps {
@@ -352,9 +355,9 @@ impl System {
 
     fn build_address_space<P: Platform>(
         charge: &mut Charge<'_, P>,
+        root: PhysFrame,
         image: &ElfImage<'_>,
     ) -> Result<(PageTable, PhysFrame), WorldError> {
-        let root = charge.frame()?;
         let kernel = charge.platform.kernel_table();
         let mut table: PageTable = PageTable::from_root(root);
         {
@@ -402,32 +405,35 @@ impl System {
                 user(true, false),
             )?;
         }
-        // IPC buffer: two frames, contiguous in the kernel's view because the kernel copies
-        // messages through the direct map.
-        let first = charge.frame()?;
-        let second = charge.frame()?;
-        let ipc_buffer = if second.number() == first.number() + 1 {
-            first
-        } else {
-            // Ask for a contiguous pair instead (rare: the allocator is next-fit).
-            let pair = charge
-                .platform
-                .allocate_contiguous(2)
-                .ok_or(WorldError::OutOfMemory)?;
-            let _ = charge.owned.push(pair);
-            let _ = charge.owned.push(PhysFrame::from_number(pair.number() + 1));
-            pair
-        };
-        for i in 0..2 {
-            let frame = PhysFrame::from_number(ipc_buffer.number() + i);
-            map_page(
-                charge,
-                &mut table,
-                layout::IPC_BUFFER + i * PAGE_SIZE,
-                frame,
-                user(true, false),
-            )?;
+        // IPC buffer: two contiguous frames (the kernel copies messages through the direct
+        // map, across the page boundary).
+        if charge.used + 2 > charge.budget {
+            return Err(WorldError::OverBudget {
+                budget_kib: charge.budget * 4,
+                needed_kib: (charge.used + 2) * 4,
+            });
         }
+        let ipc_buffer = charge
+            .platform
+            .allocate_contiguous(2)
+            .ok_or(WorldError::OutOfMemory)?;
+        charge.used += 2;
+        let second = PhysFrame::from_number(ipc_buffer.number() + 1);
+        if let Err(e) = charge.map(
+            &mut table,
+            layout::IPC_BUFFER,
+            ipc_buffer,
+            user(true, false),
+        ) {
+            charge.platform.free_frame(second);
+            return Err(e);
+        }
+        charge.map(
+            &mut table,
+            layout::IPC_BUFFER + PAGE_SIZE,
+            second,
+            user(true, false),
+        )?;
         Ok((table, ipc_buffer))
     }
 
@@ -494,45 +500,39 @@ impl System {
 }
 
 /// Frees every frame reachable from the lower half of the table rooted at `root` (leaves
-/// and tables), then the root itself.
+/// and tables), then the root itself. Tables are read entry by entry and freed after their
+/// entries, so no list is needed (freeing does not change a frame's contents).
 fn free_user_half(platform: &mut impl Platform, root: PhysFrame) {
-    let mut to_free: Vec<PhysFrame, 4096> = Vec::new();
-    {
-        let mem = platform.memory();
-        for i4 in 0..256 {
-            let e4 = mem.read_entry(root, i4);
-            if !X86::is_present(e4) {
+    let table_at = |entry: u64| PhysFrame::containing(PhysAddr::new(X86::address(entry)));
+    for i4 in 0..256 {
+        let e4 = platform.memory().read_entry(root, i4);
+        if !X86::is_present(e4) {
+            continue;
+        }
+        let pdpt = table_at(e4);
+        for i3 in 0..512 {
+            let e3 = platform.memory().read_entry(pdpt, i3);
+            if !X86::is_present(e3) || X86::is_huge(e3) {
                 continue;
             }
-            let pdpt = PhysFrame::containing(PhysAddr::new(X86::address(e4)));
-            for i3 in 0..512 {
-                let e3 = mem.read_entry(pdpt, i3);
-                if !X86::is_present(e3) || X86::is_huge(e3) {
+            let pd = table_at(e3);
+            for i2 in 0..512 {
+                let e2 = platform.memory().read_entry(pd, i2);
+                if !X86::is_present(e2) || X86::is_huge(e2) {
                     continue;
                 }
-                let pd = PhysFrame::containing(PhysAddr::new(X86::address(e3)));
-                for i2 in 0..512 {
-                    let e2 = mem.read_entry(pd, i2);
-                    if !X86::is_present(e2) || X86::is_huge(e2) {
-                        continue;
+                let pt = table_at(e2);
+                for i1 in 0..512 {
+                    let e1 = platform.memory().read_entry(pt, i1);
+                    if X86::is_present(e1) {
+                        platform.free_frame(table_at(e1));
                     }
-                    let pt = PhysFrame::containing(PhysAddr::new(X86::address(e2)));
-                    for i1 in 0..512 {
-                        let e1 = mem.read_entry(pt, i1);
-                        if X86::is_present(e1) {
-                            let _ = to_free
-                                .push(PhysFrame::containing(PhysAddr::new(X86::address(e1))));
-                        }
-                    }
-                    let _ = to_free.push(pt);
                 }
-                let _ = to_free.push(pd);
+                platform.free_frame(pt);
             }
-            let _ = to_free.push(pdpt);
+            platform.free_frame(pd);
         }
-    }
-    for frame in to_free {
-        platform.free_frame(frame);
+        platform.free_frame(pdpt);
     }
     platform.free_frame(root);
 }

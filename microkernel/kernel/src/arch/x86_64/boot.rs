@@ -25,7 +25,7 @@ pub const PROTOCOL_MULTIBOOT2: u32 = 2;
 pub const MULTIBOOT2_LOADER_MAGIC: u32 = 0x36d7_6289;
 
 /// Size of the boot CPU's kernel stack.
-pub const BOOT_STACK_SIZE: usize = 64 * 1024;
+pub const BOOT_STACK_SIZE: usize = 128 * 1024;
 
 global_asm!(
     r#"
