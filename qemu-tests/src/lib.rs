@@ -8,9 +8,10 @@
 //! the last 40 decoded lines; test functions return `Result<(), Failure>`, so libtest
 //! prints all of that. QEMU is killed when the machine is dropped.
 //!
-//! Images come from `ESKER_IMAGE_DIR` and `ESKER_SELFTEST_IMAGE_DIR` (set by
-//! `cargo xtask test`), defaulting to the workspace's `target/image` and
-//! `target/image-selftest`. A missing image is a failure, never a skipped test.
+//! Images come from `ESKER_IMAGE_DIR`, `ESKER_SELFTEST_IMAGE_DIR` and
+//! `ESKER_TEST_IMAGES_DIR` (set by `cargo xtask test`), defaulting to the workspace's
+//! `target/image`, `target/image-selftest` and `target/image-test/<manifest>`. A missing
+//! image is a failure, never a skipped test.
 
 mod machine;
 
@@ -41,6 +42,29 @@ pub fn selftest_image_dir() -> Result<PathBuf, Failure> {
         "target/image-selftest",
         "cargo xtask image --selftest",
     )
+}
+
+/// The image built from test manifest `qemu-tests/manifests/<name>.toml`
+/// (`ESKER_TEST_IMAGES_DIR/<name>`, default `target/image-test/<name>`).
+pub fn test_image_dir(name: &str) -> Result<PathBuf, Failure> {
+    let base = std::env::var_os("ESKER_TEST_IMAGES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/image-test"));
+    let dir = base.join(name);
+    if dir.join(KERNEL_ELF).is_file() {
+        Ok(dir)
+    } else {
+        Err(Failure::setup(format!(
+            "no {KERNEL_ELF} in {}: run `cargo xtask test` (it builds the images of \
+             qemu-tests/manifests/*.toml)",
+            dir.display()
+        )))
+    }
+}
+
+/// The shipped system manifest.
+pub fn system_manifest() -> PathBuf {
+    workspace_root().join("system.toml")
 }
 
 fn find_image_dir(variable: &str, default: &str, command: &str) -> Result<PathBuf, Failure> {

@@ -40,8 +40,8 @@ fn a_second_holder_of_ata0_is_caught_and_named() {
 #[test]
 fn granting_vmx_issue_ticket_breaks_only_callers() {
     let text = shipped_text().replace(
-        "vmx = [\"status\", \"verify_ticket\"]",
-        "vmx = [\"status\", \"issue_ticket\"]",
+        "\"verify_ticket\"], vmx = [\"status\"]",
+        "\"verify_ticket\"], vmx = [\"status\", \"issue_ticket\"]",
     );
     let m = manifest_from(&text);
     let report = audit(&m, &rules(&shipped("audit.toml"), &m), None);
@@ -78,7 +78,7 @@ fn expected_capabilities_of_the_shipped_manifest() {
         "world=hostd slot=5 kind=endpoint object=vmx rights=call badge=0x300000001",
         "world=vmx slot=0 kind=log object=vmx rights=log badge=0x0",
         "world=vmx slot=1 kind=endpoint object=vmx rights=receive badge=0x0",
-        "world=vmx slot=2 kind=endpoint object=auth rights=call badge=0x400000005",
+        "world=vmx slot=2 kind=endpoint object=auth rights=call badge=0x400000001",
         "world=vmx slot=3 kind=endpoint object=storage rights=call badge=0x400000001",
         "world=vmx slot=4 kind=endpoint object=vswitch rights=call badge=0x400000001",
         "world=vmx slot=5 kind=memory object=ring-vm1-vswitch rights=read+write+map badge=0x0",
@@ -103,13 +103,13 @@ fn graph_text_and_dot_show_capabilities_and_badges() {
         "{text}"
     );
     assert!(
-        text.contains("  2     call:auth                endpoint auth            call            0x400000005 (client vmx: status, verify_ticket)\n"),
+        text.contains("  2     call:auth                endpoint auth            call            0x400000001 (client vmx: status)\n"),
         "{text}"
     );
     let dot = report.graph_dot();
     assert!(dot.starts_with("digraph capabilities {\n"), "{dot}");
     assert!(
-        dot.contains("  w4 -> o5 [label=\"2 call:auth\\ncall\\nstatus,verify_ticket\"];\n"),
+        dot.contains("  w4 -> o5 [label=\"2 call:auth\\ncall\\nstatus\"];\n"),
         "{dot}"
     );
     assert!(

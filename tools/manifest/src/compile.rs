@@ -389,10 +389,15 @@ impl Objects {
                 .filter_map(|op| esker_protocols::operation_index(&c.protocol, op))
                 .fold(0u32, |mask, bit| mask | (1 << bit));
             let client_id = u16::try_from(world_index).unwrap_or(u16::MAX);
+            let rights = if client.grant {
+                Rights::CALL | Rights::GRANT
+            } else {
+                Rights::CALL
+            };
             caps.push(
                 format!("call:{}", c.name),
                 object,
-                Rights::CALL,
+                rights,
                 badge::encode(client_id, mask),
             );
         }

@@ -70,6 +70,8 @@ pub struct Client {
     pub world: String,
     /// The operations it may invoke (names from the protocol).
     pub operations: Vec<String>,
+    /// Whether it may also derive and pass on its capability (GRANT).
+    pub grant: bool,
 }
 
 /// A `[devices.<name>]` table.

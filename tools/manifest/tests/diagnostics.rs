@@ -374,3 +374,13 @@ fn an_unreadable_file_is_named() {
         errors[0]
     );
 }
+
+#[test]
+fn grant_to_a_world_that_is_not_a_client() {
+    check(
+        "grant_to_non_client.toml",
+        &[
+            "system.toml:13: channel \"auth\": grant names \"vmkauthd\", which is not one of its clients",
+        ],
+    );
+}

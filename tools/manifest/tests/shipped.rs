@@ -124,7 +124,7 @@ fn shipped_manifest_compiles_to_the_documented_layout() {
                 "call:auth",
                 ObjectKind::Endpoint,
                 Rights::CALL,
-                badge::encode(vmx, 0b101)
+                badge::encode(vmx, 0b1)
             ),
             (
                 3,
@@ -262,4 +262,29 @@ fn an_altered_manifest_compiles_without_panicking() {
         .find(|w| w.name == "hostd")
         .expect("hostd");
     assert!(hostd.caps.iter().any(|c| c.name == "device:ata0:irq"));
+}
+
+#[test]
+fn grant_gives_a_client_call_and_grant() {
+    let text = "[worlds.a]\nbinary = \"a\"\nmemory_kib = 64\n[worlds.b]\nbinary = \"b\"\nmemory_kib = 64\n\
+                [worlds.c]\nbinary = \"c\"\nmemory_kib = 64\n\
+                [channels.auth]\nserver = \"a\"\nprotocol = \"auth\"\nclients = { b = [\"status\"], c = [\"status\"] }\n\
+                grant = [\"b\"]\n";
+    let manifest = esker_manifest::parse(text, "system.toml").expect("valid");
+    let compiled = manifest.compile();
+    let kernel = compiled.to_kernel().expect("compiles");
+    let rights_of = |world: &str| {
+        let w = kernel
+            .worlds
+            .iter()
+            .find(|w| w.name == world)
+            .expect("world");
+        w.caps
+            .iter()
+            .find(|c| c.name == "call:auth")
+            .expect("call cap")
+            .rights
+    };
+    assert_eq!(rights_of("b"), Rights::CALL | Rights::GRANT);
+    assert_eq!(rights_of("c"), Rights::CALL);
 }

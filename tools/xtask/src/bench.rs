@@ -1,8 +1,15 @@
 //! `cargo xtask bench`: how long the kernel takes to boot, how many instructions its
-//! initialisation runs, how big it is and how much code it has.
+//! initialisation runs, how many an IPC round trip and a null system call take, how big
+//! the kernel is and how much code it has.
 //!
-//! Results are printed as a table and written to `target/bench.json` as a list of
-//! `{"name", "value", "unit"}`.
+//! Results are printed as a table (with the target next to figures that have one) and
+//! written to `target/bench.json` as a list of `{"name", "value", "unit"}`.
+//!
+//! The IPC figures come from a separate image (`tools/xtask/manifests/ipc-bench.toml`,
+//! built into `target/image-bench-ipc`): `ping` calls `pong` with raw zero-length `call`s
+//! and times each with `rdtsc`; booted with `-smp 1` under `-icount shift=0,sleep=off`, a
+//! TSC tick is one guest instruction, so the figures count instructions (kernel and user)
+//! and are identical on every run.
 
 use std::time::Duration;
 
@@ -10,11 +17,12 @@ use anyhow::{Context, Result, bail};
 use esker_kernel_core::contract;
 use esker_logdecode::elf::{SizeSummary, alloc_sections};
 use esker_logdecode::qemu::{Outcome, QemuConfig, QemuRun};
-use esker_logdecode::{LogDecoder, LogEvent};
+use esker_logdecode::{Level, LogDecoder, LogEvent};
 use serde::Serialize;
 use std::process::ExitCode;
 use std::sync::mpsc::RecvTimeoutError;
 
+use crate::host::Host;
 use crate::image::{self, Flavor, Image};
 use crate::{cargo, host, loc};
 
@@ -23,12 +31,35 @@ const BOOT_RUNS: usize = 5;
 /// Longest a boot may take before the bench gives up on it (the machine is shared).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The IPC benchmark's manifest, relative to the workspace root.
+const IPC_MANIFEST: &str = "tools/xtask/manifests/ipc-bench.toml";
+/// The IPC benchmark's image directory, under the target directory.
+const IPC_IMAGE_DIR: &str = "image-bench-ipc";
+/// Longest the IPC benchmark may run, boot included (TCG with icount on a shared machine).
+const IPC_TIMEOUT: Duration = Duration::from_secs(600);
+/// Most instructions an IPC round trip may take (the issue's target).
+const IPC_TARGET_INSTRUCTIONS: u64 = 1_000;
+/// What an IPC round trip should take in the end (the issue's goal).
+const IPC_GOAL_INSTRUCTIONS: u64 = 300;
+
+/// `ping`'s summary lines (see userworlds/testworlds/ping) and its last line.
+const IPC_LINE: &str = "ping: ipc round trip:";
+const NULL_SYSCALL_LINE: &str = "ping: null syscall (cap_info on an empty slot):";
+const POLL_LINE: &str = "ping: notification poll:";
+const RDTSC_LINE: &str = "ping: rdtsc back to back:";
+const DONE_LINE: &str = "ping: done";
+/// The benchmark's worlds (their failures end the run at once).
+const IPC_WORLDS: [&str; 2] = ["ping", "pong"];
+
 /// One measured value.
 #[derive(Serialize)]
 struct Measurement {
     name: &'static str,
     value: serde_json::Number,
     unit: &'static str,
+    /// What the figure should be, shown in the table only.
+    #[serde(skip)]
+    target: Option<String>,
 }
 
 impl Measurement {
@@ -37,7 +68,13 @@ impl Measurement {
             name,
             value: value.into(),
             unit,
+            target: None,
         }
+    }
+
+    fn with_target(mut self, target: String) -> Self {
+        self.target = Some(target);
+        self
     }
 }
 
@@ -60,6 +97,7 @@ pub fn run() -> Result<ExitCode> {
         value: serde_json::Number::from_f64(round(millis(median), 1))
             .context("boot time is not a finite number")?,
         unit: "ms",
+        target: None,
     });
 
     let (_, ready) = boot_until_ready(&image, true)?;
@@ -69,6 +107,36 @@ pub fn run() -> Result<ExitCode> {
     results.push(Measurement::count(
         "boot_instructions_icount",
         cycles,
+        "instructions",
+    ));
+
+    let ipc = ipc_bench(&host)?;
+    let ipc_target =
+        format!("target <= {IPC_TARGET_INSTRUCTIONS}, goal <= {IPC_GOAL_INSTRUCTIONS}");
+    results.push(
+        Measurement::count(
+            "ipc_round_trip_instructions",
+            ipc.round_trip.median,
+            "instructions",
+        )
+        .with_target(format!("{ipc_target} ({})", verdict(ipc.round_trip.median))),
+    );
+    results.push(
+        Measurement::count(
+            "ipc_round_trip_min_instructions",
+            ipc.round_trip.min,
+            "instructions",
+        )
+        .with_target(ipc_target),
+    );
+    results.push(Measurement::count(
+        "null_syscall_instructions",
+        ipc.null_syscall.median,
+        "instructions",
+    ));
+    results.push(Measurement::count(
+        "notification_poll_instructions",
+        ipc.poll.median,
         "instructions",
     ));
 
@@ -91,13 +159,25 @@ pub fn run() -> Result<ExitCode> {
     ));
 
     println!();
-    println!("{:<28} {:>14}  unit", "measurement", "value");
+    println!(
+        "{:<32} {:>14}  {:<13} target",
+        "measurement", "value", "unit"
+    );
     for m in &results {
-        println!("{:<28} {:>14}  {}", m.name, m.value, m.unit);
+        let line = format!(
+            "{:<32} {:>14}  {:<13} {}",
+            m.name,
+            m.value,
+            m.unit,
+            m.target.as_deref().unwrap_or("")
+        );
+        println!("{}", line.trim_end());
     }
     println!(
-        "(data includes bss; code lines: {} files under microkernel/, tests excluded)",
-        code.files
+        "(data includes bss; code lines: {} files under microkernel/, tests excluded; \
+         IPC figures are medians over {} calls under icount, where a cycle is an \
+         instruction, kernel and user, timing included: {} for two back-to-back rdtsc)",
+        code.files, ipc.round_trip.count, ipc.rdtsc.median
     );
     let path = cargo::target_dir().join("bench.json");
     let json = serde_json::to_string_pretty(&results).context("serialising results")?;
@@ -140,9 +220,151 @@ fn boot_until_ready(image: &Image, icount: bool) -> Result<(Duration, LogEvent)>
     }
 }
 
+/// What `ping` measured.
+struct IpcFigures {
+    /// `call` to `pong` and back.
+    round_trip: Summary,
+    /// `cap_info` on an empty slot.
+    null_syscall: Summary,
+    /// `poll` on a notification no one signals.
+    poll: Summary,
+    /// Two `rdtsc`s back to back: what the timing adds to each sample.
+    rdtsc: Summary,
+}
+
+/// One of `ping`'s summary lines: `median M cycles, min A, p90 B, max C over N calls`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Summary {
+    median: u64,
+    min: u64,
+    p90: u64,
+    max: u64,
+    count: u64,
+}
+
+impl Summary {
+    /// Reads the line `text` if it starts with `prefix`.
+    fn parse(text: &str, prefix: &str) -> Option<Self> {
+        let rest = text.strip_prefix(prefix)?;
+        Some(Self {
+            median: number_after(rest, "median ")?,
+            min: number_after(rest, "min ")?,
+            p90: number_after(rest, "p90 ")?,
+            max: number_after(rest, "max ")?,
+            count: number_after(rest, "over ")?,
+        })
+    }
+}
+
+/// Builds the IPC benchmark image, boots it with one CPU under icount until `ping` is done,
+/// and reads its summary lines.
+fn ipc_bench(host: &Host) -> Result<IpcFigures> {
+    let manifest = cargo::workspace_root().join(IPC_MANIFEST);
+    let image = image::build_with(
+        host,
+        Flavor::Normal,
+        &manifest,
+        &cargo::target_dir().join(IPC_IMAGE_DIR),
+    )?;
+    let mut config = QemuConfig::pvh(&image.dir, None);
+    config.icount = true;
+    config.cpus = 1;
+    println!("bench: {}", config.command_line());
+    let mut qemu = QemuRun::spawn(&config, LogDecoder::new(&image.dir)?, None)?;
+    let mut log: Vec<String> = Vec::new();
+    let mut summaries: Vec<String> = Vec::new();
+    loop {
+        let event = match qemu.recv_timeout(IPC_TIMEOUT.saturating_sub(qemu.started().elapsed())) {
+            Ok(timed) => timed.event,
+            Err(RecvTimeoutError::Timeout) => {
+                bail!(
+                    "no `{DONE_LINE}` line within {IPC_TIMEOUT:?}; log:\n{}",
+                    tail(&log)
+                )
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let outcome = Outcome::from_status(qemu.wait()?);
+                bail!(
+                    "QEMU ended before `{DONE_LINE}`: {}; log:\n{}",
+                    outcome.describe(),
+                    tail(&log)
+                )
+            }
+        };
+        log.push(event.to_string());
+        if event.level == Some(Level::Error) || world_ended(&event.text) {
+            bail!(
+                "the IPC benchmark failed: {}; log:\n{}",
+                event.text,
+                tail(&log)
+            );
+        }
+        if event.source == "ping" && event.text.starts_with("ping: ") {
+            println!("bench: {}", event.text);
+            if event.text == DONE_LINE {
+                break;
+            }
+            summaries.push(event.text);
+        }
+    }
+    qemu.kill();
+    let find = |prefix: &str| {
+        summaries
+            .iter()
+            .find_map(|line| Summary::parse(line, prefix))
+            .with_context(|| {
+                format!(
+                    "ping logged no readable `{prefix} median ...` line; log:\n{}",
+                    tail(&log)
+                )
+            })
+    };
+    Ok(IpcFigures {
+        round_trip: find(IPC_LINE)?,
+        null_syscall: find(NULL_SYSCALL_LINE)?,
+        poll: find(POLL_LINE)?,
+        rdtsc: find(RDTSC_LINE)?,
+    })
+}
+
+/// Whether a kernel line says one of the benchmark's worlds stopped, exited or was not
+/// created (before `ping: done`, any of these is a failure).
+fn world_ended(text: &str) -> bool {
+    IPC_WORLDS.iter().any(|world| {
+        text.strip_prefix("world ")
+            .and_then(|rest| rest.strip_prefix(world))
+            .is_some_and(|rest| {
+                rest.starts_with(" stopped")
+                    || rest.starts_with(" exited")
+                    || rest.starts_with(": not created")
+            })
+    })
+}
+
+/// How a round trip of `instructions` compares with the target and the goal.
+fn verdict(instructions: u64) -> &'static str {
+    if instructions <= IPC_GOAL_INSTRUCTIONS {
+        "goal met"
+    } else if instructions <= IPC_TARGET_INSTRUCTIONS {
+        "target met"
+    } else {
+        "ABOVE TARGET"
+    }
+}
+
+/// The last lines of a log, for error messages.
+fn tail(log: &[String]) -> String {
+    log[log.len().saturating_sub(60)..].join("\n")
+}
+
 /// `N` from `... boot took N TSC cycles ...`.
 fn boot_cycles(text: &str) -> Option<u64> {
-    let after = text.split("boot took ").nth(1)?;
+    number_after(text, "boot took ")
+}
+
+/// The decimal number right after the first `key` in `text`.
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let after = text.split(key).nth(1)?;
     let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
@@ -167,5 +389,48 @@ mod tests {
             Some(123_456)
         );
         assert_eq!(boot_cycles("kernel ready"), None);
+    }
+
+    #[test]
+    fn ping_summaries_are_read_by_their_prefix() {
+        let line = "ping: ipc round trip: median 1234 cycles, min 1200, p90 1300, max 9999 \
+                    over 2000 calls";
+        assert_eq!(
+            Summary::parse(line, IPC_LINE),
+            Some(Summary {
+                median: 1234,
+                min: 1200,
+                p90: 1300,
+                max: 9999,
+                count: 2000
+            })
+        );
+        assert_eq!(Summary::parse(line, NULL_SYSCALL_LINE), None);
+        let null = "ping: null syscall (cap_info on an empty slot): median 310 cycles, min 305, \
+                    p90 312, max 400 over 2000 calls";
+        assert_eq!(
+            Summary::parse(null, NULL_SYSCALL_LINE).map(|s| s.median),
+            Some(310)
+        );
+        assert_eq!(
+            Summary::parse("ping: ipc round trip: median x cycles", IPC_LINE),
+            None
+        );
+    }
+
+    #[test]
+    fn the_benchmark_worlds_ending_early_is_noticed() {
+        assert!(world_ended("world ping stopped: #PF at rip 0x401000"));
+        assert!(world_ended("world pong exited with code 1"));
+        assert!(world_ended("world ping: not created: out of memory"));
+        assert!(!world_ended("world pingpong exited with code 1"));
+        assert!(!world_ended("worlds: 2 created, 5 capabilities installed"));
+    }
+
+    #[test]
+    fn verdicts_follow_target_and_goal() {
+        assert_eq!(verdict(300), "goal met");
+        assert_eq!(verdict(1000), "target met");
+        assert_eq!(verdict(1001), "ABOVE TARGET");
     }
 }

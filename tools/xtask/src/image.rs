@@ -84,6 +84,10 @@ pub fn build(host: &Host, flavor: Flavor) -> Result<Image> {
 /// `flavor` embedding it, and the ISO.
 pub fn build_with(host: &Host, flavor: Flavor, manifest: &Path, dir: &Path) -> Result<Image> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // The kernel embeds the bundle with include_bytes!, which resolves relative paths
+    // against its own source file: hand it an absolute one.
+    let dir =
+        &std::fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
     let bundle = crate::worlds::build_bundle(manifest, dir)?;
     let built = build_kernel(flavor, &bundle)?;
     let dir = dir.to_path_buf();

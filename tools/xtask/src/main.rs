@@ -36,6 +36,12 @@ enum Command {
         /// Build the self-test kernel (feature `selftest`) into target/image-selftest.
         #[arg(long)]
         selftest: bool,
+        /// The system manifest whose worlds the image carries [default: system.toml].
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Where to write the image [default: target/image, or target/image-selftest].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Build the image and boot it in QEMU, printing the decoded serial log.
     Run(run::RunArgs),
@@ -71,8 +77,20 @@ fn main() -> ExitCode {
             &rules.unwrap_or_else(audit::default_rules),
         )
         .map(|()| ExitCode::SUCCESS),
-        Command::Image { selftest } => host::ensure_packages()
-            .and_then(|host| image::build(&host, image::Flavor::from_selftest(selftest)))
+        Command::Image {
+            selftest,
+            manifest,
+            out,
+        } => host::ensure_packages()
+            .and_then(|host| {
+                let flavor = image::Flavor::from_selftest(selftest);
+                image::build_with(
+                    &host,
+                    flavor,
+                    &manifest.unwrap_or_else(image::default_manifest),
+                    &out.unwrap_or_else(|| flavor.image_dir()),
+                )
+            })
             .map(|_| ExitCode::SUCCESS),
         Command::Run(args) => run::run(&args),
         Command::Decode { file, image_dir } => run::decode(

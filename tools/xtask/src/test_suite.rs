@@ -42,7 +42,7 @@ impl Tally {
 /// Runs the whole suite.
 pub fn run() -> Result<ExitCode> {
     let mut tally = Tally::default();
-    let total_steps = 7;
+    let total_steps = 8;
     let mut header = {
         let mut n = 0;
         move |title: &str| {
@@ -93,6 +93,13 @@ pub fn run() -> Result<ExitCode> {
         let ok = run_step(cargo_cmd(&args));
         tally.step(name, ok);
     }
+    let mut args = vec!["clippy", "--target", KERNEL_TARGET];
+    for package in crate::worlds::WORLD_PACKAGES {
+        args.extend(["--package", package]);
+    }
+    args.extend(["--", "-D", "warnings"]);
+    let ok = run_step(cargo_cmd(&args));
+    tally.step("clippy (user worlds, bare metal)", ok);
 
     header("host unit tests");
     run_tests(
@@ -117,6 +124,27 @@ pub fn run() -> Result<ExitCode> {
         }
     };
 
+    header("capability audit (system.toml against the built worlds)");
+    if images_ok {
+        let elf_dir = Flavor::Normal.image_dir().join(esker_logdecode::WORLDS_DIR);
+        let ok = match crate::audit::audit_built(
+            &image::default_manifest(),
+            &crate::audit::default_rules(),
+            &elf_dir,
+            false,
+        ) {
+            Ok(()) => true,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                false
+            }
+        };
+        tally.step("capability audit", ok);
+    } else {
+        println!("not run: the images were not built");
+        tally.step("capability audit (not run, no images)", false);
+    }
+
     header("QEMU tests");
     if images_ok {
         let mut command = cargo_cmd(&[
@@ -129,7 +157,8 @@ pub fn run() -> Result<ExitCode> {
         ]);
         command
             .env("ESKER_IMAGE_DIR", Flavor::Normal.image_dir())
-            .env("ESKER_SELFTEST_IMAGE_DIR", Flavor::Selftest.image_dir());
+            .env("ESKER_SELFTEST_IMAGE_DIR", Flavor::Selftest.image_dir())
+            .env("ESKER_TEST_IMAGES_DIR", test_images_dir());
         run_tests(&mut tally, "QEMU tests", command);
     } else {
         println!("not run: the images were not built");
@@ -163,7 +192,42 @@ fn build_images(tally: &mut Tally, host: &Host) -> bool {
         };
         all &= tally.step(name, ok);
     }
+    for manifest in test_manifests() {
+        let stem = manifest
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = test_images_dir().join(&stem);
+        let ok = match image::build_with(host, Flavor::Normal, &manifest, &dir) {
+            Ok(_) => true,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                false
+            }
+        };
+        all &= tally.step(&format!("image (test: {stem})"), ok);
+    }
     all
+}
+
+/// Where the test manifests' images go: `target/image-test/<manifest stem>`.
+pub fn test_images_dir() -> std::path::PathBuf {
+    cargo::target_dir().join("image-test")
+}
+
+/// The test manifests, `qemu-tests/manifests/*.toml`, sorted.
+fn test_manifests() -> Vec<std::path::PathBuf> {
+    let dir = cargo::workspace_root().join("qemu-tests/manifests");
+    let mut found: Vec<_> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
 }
 
 fn cargo_cmd(args: &[&str]) -> Command {

@@ -16,6 +16,21 @@ use esker_logdecode::WORLDS_DIR;
 use crate::cargo;
 use crate::image::KERNEL_TARGET;
 
+/// Every bare-metal user-world package (linted for the target by `cargo xtask test`).
+pub const WORLD_PACKAGES: &[&str] = &[
+    "esker-rt",
+    "esker-vmkauthd",
+    "esker-storage",
+    "esker-vswitch",
+    "esker-hostd",
+    "esker-vmx",
+    "esker-hostile",
+    "esker-faulter",
+    "esker-revoker",
+    "esker-ping",
+    "esker-pong",
+];
+
 /// The bundle file written into an image directory.
 pub const BUNDLE_FILE: &str = "bundle.bin";
 
@@ -69,6 +84,12 @@ pub fn build_bundle(manifest_path: &Path, dir: &Path) -> Result<PathBuf> {
             .expect("built above");
         let path = worlds_dir.join(format!("{}.elf", world.name));
         std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    // The decoder reads the full ELFs above (their .defmt sections); the bundle, which is
+    // loaded into RAM with the kernel, carries copies without debug sections.
+    for (name, bytes) in &mut binaries {
+        *bytes = strip_debug(bytes)
+            .with_context(|| format!("cannot strip the debug sections of \"{name}\""))?;
     }
     let bundle = esker_manifest::build_bundle(&manifest, &binaries)
         .map_err(|e| anyhow::anyhow!("packing the bundle failed: {e}"))?;
@@ -131,4 +152,20 @@ fn build_programs(names: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
         bail!("building the world programs failed ({status})");
     }
     Ok(executables)
+}
+
+/// The ELF without its `.debug_*` sections.
+fn strip_debug(elf: &[u8]) -> Result<Vec<u8>> {
+    let mut builder =
+        object::build::elf::Builder::read(elf).context("not an ELF the builder reads")?;
+    for section in builder.sections.iter_mut() {
+        if section.name.as_slice().starts_with(b".debug_") {
+            section.delete = true;
+        }
+    }
+    let mut out = Vec::new();
+    builder
+        .write(&mut out)
+        .context("writing the stripped ELF")?;
+    Ok(out)
 }

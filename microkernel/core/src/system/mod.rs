@@ -477,7 +477,7 @@ impl System {
             let _ = core::fmt::write(
                 &mut line,
                 format_args!(
-                    "world {name} stopped: {describe} (vector {vector}, error code {error:#x}) at rip {rip:#x}, address {fault_address:#x}"
+                    "world {name} stopped: {describe} (vector {vector}, error code {error:#x}) at rip {rip:#x}, address {fault_address:#x}\n"
                 ),
             );
             platform.log_packet(Kind::Text, crate::logframe::KERNEL_SOURCE, line.as_bytes());

@@ -151,7 +151,7 @@ impl System {
                 let name = self.world(id).map(|w| w.name.clone()).unwrap_or_default();
                 let _ = core::fmt::write(
                     &mut line,
-                    format_args!("world {name} exited with code {}", a[0] as i64),
+                    format_args!("world {name} exited with code {}\n", a[0] as i64),
                 );
                 platform.log_packet(Kind::Text, crate::logframe::KERNEL_SOURCE, line.as_bytes());
                 self.stop_world(platform, id);

@@ -125,7 +125,7 @@ pub const SHIPPED_USES: &[(&str, &[&str])] = &[
         &[
             "log log",
             "serve:vmx receive status",
-            "call:auth call status,verify_ticket",
+            "call:auth call status",
             "call:storage call status",
             "call:vswitch call status",
             "memory:ring-vm1-vswitch read+write+map",

@@ -7,7 +7,7 @@ use super::Context;
 use crate::model::{Channel, Client};
 use crate::toml_read::{DeValue, Located, Spanned, string, string_list};
 
-const KEYS: [&str; 3] = ["server", "protocol", "clients"];
+const KEYS: [&str; 4] = ["server", "protocol", "clients", "grant"];
 
 /// Reads a channel; `None` (with diagnostics) if anything is wrong.
 pub(super) fn read(
@@ -99,7 +99,25 @@ pub(super) fn read(
         clients.push(Client {
             world: world.value,
             operations: ops.into_iter().map(|o| o.value).collect(),
+            grant: false,
         });
+    }
+
+    // `grant = ["<client>", ..]`: those clients may also derive and pass on their
+    // capability (CALL + GRANT).
+    if let Some(value) = fields.get("grant") {
+        for granted in string_list(&mut cx.diags, &what, "grant", value).unwrap_or_default() {
+            match clients.iter_mut().find(|c| c.world == granted.value) {
+                Some(client) => client.grant = true,
+                None => cx.diags.error(
+                    &granted.span,
+                    format!(
+                        "{what}: grant names \"{}\", which is not one of its clients",
+                        granted.value
+                    ),
+                ),
+            }
+        }
     }
 
     if cx.diags_len() != errors_before {
