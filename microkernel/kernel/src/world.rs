@@ -2,7 +2,10 @@
 //! linked into the image, and the entry points the trap and syscall stubs call.
 //!
 //! The kernel is not preemptible: handlers run with interrupts off, take the lock, let the
-//! system decide, then load whatever address space and frame it chose.
+//! system decide, then load whatever address space it chose and return the register area
+//! to resume. A world's registers are saved and restored in place, in its area inside the
+//! system (see `arch::x86_64::syscall`): the CPU writes them only while this CPU is in
+//! user mode, when no Rust reference into the system exists.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -67,56 +70,72 @@ pub fn boot() -> usize {
 
 /// Starts scheduling; never returns.
 pub fn start() -> ! {
-    let mut frame = Registers::default();
-    let next = SYSTEM.lock().start(&mut frame);
-    SCHEDULING.store(true, Ordering::Release);
-    apply(next, &mut frame);
-    syscall::enter(&frame)
+    let frame = {
+        let mut system = SYSTEM.lock();
+        let next = system.start();
+        SCHEDULING.store(true, Ordering::Release);
+        resume(&mut system, next)
+    };
+    syscall::enter(frame)
 }
 
-/// Loads the address space the system chose, or turns the frame into the idle context.
-fn apply(next: Next, frame: &mut Registers) {
+/// Prepares to resume what the system chose and returns the frame to resume: for a world,
+/// its address space is loaded and its register area becomes the save area of the next
+/// entry from user mode; otherwise the idle context.
+fn resume(system: &mut System, next: Next) -> *const Registers {
     match next {
-        Next::World { root, .. } => {
+        Next::World { world, root } => {
             if Cr3::read_raw().0.start_address().as_u64() != root.start().as_u64() {
                 platform::switch_to(root);
             }
+            match system.registers_mut(world) {
+                Some(registers) => {
+                    let area: *const Registers = registers;
+                    syscall::set_save_area(area);
+                    area
+                }
+                None => syscall::idle_frame(),
+            }
         }
-        Next::Idle => *frame = syscall::idle_frame(),
+        Next::Idle => syscall::idle_frame(),
     }
 }
 
-/// A system call from the running world (called by the syscall stub).
-pub extern "C" fn on_syscall(frame: &mut Registers) {
-    let next = SYSTEM.lock().on_syscall(&mut KernelPlatform::new(), frame);
-    apply(next, frame);
+/// A system call from the running world, whose registers the syscall stub saved in its
+/// area (`_frame`); returns the frame to resume.
+pub extern "C" fn on_syscall(_frame: *mut Registers) -> *const Registers {
+    let mut system = SYSTEM.lock();
+    let next = system.on_syscall(&mut KernelPlatform::new());
+    resume(&mut system, next)
 }
 
-/// The timer fired (in a world or in the idle loop).
-pub fn on_timer(frame: &mut Registers) {
+/// The timer fired (in a world, or in the idle loop whose frame is `frame`).
+pub fn on_timer(frame: &mut Registers) -> *const Registers {
     if !SCHEDULING.load(Ordering::Acquire) {
-        return;
+        return frame;
     }
-    let next = SYSTEM.lock().on_timer(frame);
-    apply(next, frame);
+    let mut system = SYSTEM.lock();
+    let next = system.on_timer();
+    resume(&mut system, next)
 }
 
 /// A device interrupt line fired.
-pub fn on_irq(line: u8, frame: &mut Registers) {
+pub fn on_irq(line: u8, frame: &mut Registers) -> *const Registers {
     if !SCHEDULING.load(Ordering::Acquire) {
-        return;
+        return frame;
     }
-    let next = SYSTEM
-        .lock()
-        .on_irq(&mut KernelPlatform::new(), line, frame);
-    apply(next, frame);
+    let mut system = SYSTEM.lock();
+    let next = system.on_irq(&mut KernelPlatform::new(), line);
+    resume(&mut system, next)
 }
 
-/// A world raised an exception.
-pub fn on_user_exception(frame: &mut Registers, fault_address: u64, describe: &str) {
-    let next =
-        SYSTEM
-            .lock()
-            .on_user_exception(&mut KernelPlatform::new(), frame, fault_address, describe);
-    apply(next, frame);
+/// The running world raised an exception (its registers are in its area, `_frame`).
+pub fn on_user_exception(
+    _frame: &mut Registers,
+    fault_address: u64,
+    describe: &str,
+) -> *const Registers {
+    let mut system = SYSTEM.lock();
+    let next = system.on_user_exception(&mut KernelPlatform::new(), fault_address, describe);
+    resume(&mut system, next)
 }

@@ -371,8 +371,18 @@ impl ObjectKind {
     ];
 
     /// Decodes a kind number.
-    pub fn from_number(number: u64) -> Option<Self> {
-        Self::ALL.iter().copied().find(|k| *k as u64 == number)
+    pub const fn from_number(number: u64) -> Option<Self> {
+        Some(match number {
+            1 => Self::World,
+            2 => Self::Endpoint,
+            3 => Self::Notification,
+            4 => Self::Memory,
+            5 => Self::IoPorts,
+            6 => Self::Mmio,
+            7 => Self::Interrupt,
+            8 => Self::Log,
+            _ => return None,
+        })
     }
 
     /// Lower-case name used in manifests and reports.
@@ -448,9 +458,11 @@ impl fmt::Debug for MessageInfo {
 pub struct IpcBuffer {
     /// Slots of the capabilities to send with the next message.
     pub send_caps: [CapSlot; MAX_MESSAGE_CAPS],
-    /// Slots where the capabilities of the last received message were placed.
+    /// Slots where the capabilities of the last received message were placed. Written
+    /// only for messages that carry capabilities: read it only when the received info
+    /// word's capability count is non-zero.
     pub received_caps: [CapSlot; MAX_MESSAGE_CAPS],
-    /// How many entries of `received_caps` are valid.
+    /// How many entries of `received_caps` are valid (same rule as `received_caps`).
     pub received_count: u32,
     /// Reserved, zero.
     pub reserved: [u32; 7],
@@ -637,6 +649,15 @@ mod tests {
         }
         assert_eq!(Syscall::from_number(Syscall::ALL.len() as u64), None);
         assert_eq!(Syscall::from_number(u64::MAX), None);
+    }
+
+    #[test]
+    fn object_kinds_round_trip() {
+        for kind in ObjectKind::ALL {
+            assert_eq!(ObjectKind::from_number(kind as u64), Some(kind));
+        }
+        assert_eq!(ObjectKind::from_number(0), None);
+        assert_eq!(ObjectKind::from_number(9), None);
     }
 
     #[test]

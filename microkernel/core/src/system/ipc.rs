@@ -22,10 +22,8 @@ use super::{MAX_WORLDS, Object, Platform, System, WorldState};
 use crate::addr::PhysAddr;
 use crate::cap::{ObjectId, WorldId};
 
-/// Byte offset of `received_caps` in the IPC buffer.
+/// Byte offset of `received_caps` in the IPC buffer (`received_count` follows at 32).
 const RECEIVED_CAPS_OFFSET: u64 = 16;
-/// Byte offset of `received_count` in the IPC buffer.
-const RECEIVED_COUNT_OFFSET: u64 = 32;
 
 /// A rendezvous: worlds waiting to send, or worlds waiting to receive.
 #[derive(Debug)]
@@ -77,6 +75,7 @@ impl Notification {
 
 impl System {
     /// The object behind a capability, checked for kind and rights.
+    #[inline]
     pub(super) fn capability_for(
         &self,
         world: WorldId,
@@ -95,6 +94,7 @@ impl System {
         Ok((cap.object, cap.badge))
     }
 
+    #[inline]
     fn endpoint_mut(&mut self, id: ObjectId) -> Option<&mut Endpoint> {
         match self.object_mut(id)? {
             Object::Endpoint(endpoint) => Some(endpoint),
@@ -104,6 +104,7 @@ impl System {
 
     /// Checks the message `world` is about to send (info word in `rsi`, capabilities named
     /// in its IPC buffer).
+    #[inline]
     fn check_message(&self, platform: &mut impl Platform, world: WorldId) -> Result<(), Error> {
         let Some(sender) = self.world(world) else {
             return Err(Error::InvalidArgument);
@@ -115,17 +116,20 @@ impl System {
         if !info.is_valid() {
             return Err(Error::InvalidArgument);
         }
-        let slots = read_send_caps(platform, sender.ipc_buffer.start());
-        for &slot in slots.iter().take(info.caps()) {
-            let cap = self.caps.lookup(world, slot).map_err(Error::from)?;
-            if !cap.rights.contains(Rights::GRANT) {
-                return Err(Error::InsufficientRights);
+        if info.caps() > 0 {
+            let slots = read_send_caps(platform, sender.ipc_buffer.start());
+            for &slot in slots.iter().take(info.caps()) {
+                let cap = self.caps.lookup(world, slot).map_err(Error::from)?;
+                if !cap.rights.contains(Rights::GRANT) {
+                    return Err(Error::InsufficientRights);
+                }
             }
         }
         Ok(())
     }
 
     /// Moves the message of `from` to `to`, delivering `badge`.
+    #[inline]
     fn transfer(&mut self, platform: &mut impl Platform, from: WorldId, to: WorldId, badge: u64) {
         let (Some(sender), Some(receiver)) = (self.world(from), self.world(to)) else {
             return;
@@ -157,29 +161,29 @@ impl System {
         }
 
         // Capabilities: each a derived copy; one that was revoked since the send was
-        // checked, or that finds no free slot, is skipped.
-        let slots = read_send_caps(platform, from_buffer);
-        let mut received = [0u32; MAX_MESSAGE_CAPS];
+        // checked, or that finds no free slot, is skipped. `received_caps` and
+        // `received_count` are only written for messages that carry capabilities (the
+        // receiver reads them only when the info word's count is non-zero).
         let mut count = 0;
-        for &slot in slots.iter().take(info.caps().min(MAX_MESSAGE_CAPS)) {
-            if let Ok(new_slot) = self.caps.derive(from, slot, Rights::ALL, 0, to, None) {
-                received[count] = new_slot;
-                count += 1;
+        if info.caps() > 0 {
+            let slots = read_send_caps(platform, from_buffer);
+            let mut received = [0u32; MAX_MESSAGE_CAPS];
+            for &slot in slots.iter().take(info.caps().min(MAX_MESSAGE_CAPS)) {
+                if let Ok(new_slot) = self.caps.derive(from, slot, Rights::ALL, 0, to, None) {
+                    received[count] = new_slot;
+                    count += 1;
+                }
             }
+            let mut bytes = [0u8; 20];
+            for (i, slot) in received.iter().enumerate() {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&slot.to_le_bytes());
+            }
+            bytes[16..20].copy_from_slice(&(count as u32).to_le_bytes());
+            platform.write_phys(
+                PhysAddr::new(to_buffer.as_u64() + RECEIVED_CAPS_OFFSET),
+                &bytes,
+            );
         }
-        let mut bytes = [0u8; 20];
-        for (i, slot) in received.iter().enumerate() {
-            bytes[i * 4..i * 4 + 4].copy_from_slice(&slot.to_le_bytes());
-        }
-        bytes[16..20].copy_from_slice(&(count as u32).to_le_bytes());
-        platform.write_phys(
-            PhysAddr::new(to_buffer.as_u64() + RECEIVED_CAPS_OFFSET),
-            &bytes[..16],
-        );
-        platform.write_phys(
-            PhysAddr::new(to_buffer.as_u64() + RECEIVED_COUNT_OFFSET),
-            &bytes[16..20],
-        );
 
         let delivered = MessageInfo::new(info.label(), length as usize, count).unwrap_or_default();
         if let Some(receiver) = self.world_mut(to) {
@@ -196,6 +200,7 @@ impl System {
     }
 
     /// `send` / `call` on the endpoint in `slot`.
+    #[inline]
     pub(super) fn send(
         &mut self,
         platform: &mut impl Platform,
@@ -258,6 +263,7 @@ impl System {
     }
 
     /// `recv` on the endpoint in `slot`.
+    #[inline]
     pub(super) fn receive(
         &mut self,
         platform: &mut impl Platform,
@@ -308,6 +314,7 @@ impl System {
     }
 
     /// `reply` to the world waiting for `server`.
+    #[inline]
     pub(super) fn reply(
         &mut self,
         platform: &mut impl Platform,
@@ -334,6 +341,7 @@ impl System {
 
     /// A server that takes a new call without replying to the previous one: that caller
     /// would wait forever, so it gets `PeerStopped`.
+    #[inline]
     fn abandon_reply(&mut self, server: WorldId) {
         let Some(previous) = self.world_mut(server).and_then(|w| w.reply_to.take()) else {
             return;
@@ -347,6 +355,7 @@ impl System {
     }
 
     /// Blocks `world` (the running one) in `state`.
+    #[inline]
     fn block(&mut self, world: WorldId, state: WorldState) {
         if let Some(w) = self.world_mut(world) {
             w.state = state;

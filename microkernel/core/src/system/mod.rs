@@ -46,8 +46,10 @@ pub const USER_DATA_SELECTOR: u64 = 0x1b;
 /// RFLAGS a world starts with (IF set, reserved bit 1).
 pub const USER_RFLAGS: u64 = 0x202;
 
-/// A world's registers as the entry stubs save them (lowest address first).
-#[repr(C)]
+/// A world's registers as the entry stubs save them (lowest address first). 16-byte
+/// aligned and 176 bytes long, so the end of the area is 16-byte aligned too: the CPU
+/// aligns the stack to 16 before pushing an interrupt frame into it.
+#[repr(C, align(16))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Registers {
     pub r15: u64,
@@ -76,6 +78,7 @@ pub struct Registers {
 }
 
 const _: () = assert!(core::mem::size_of::<Registers>() == 22 * 8);
+const _: () = assert!(core::mem::size_of::<Registers>().is_multiple_of(16));
 
 impl Registers {
     /// The six system-call arguments.
@@ -276,7 +279,7 @@ pub struct World {
 /// What the CPU should do after an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
-    /// Run the world whose registers are now in the frame.
+    /// Run this world (resume it from its register area).
     World {
         /// The world.
         world: WorldId,
@@ -380,23 +383,13 @@ impl System {
         }
     }
 
-    /// Saves the interrupted world's registers (if a world was running).
-    fn save(&mut self, frame: &Registers) {
-        if let Some(id) = self.current
-            && frame.from_user()
-            && let Some(world) = self.world_mut(id)
-        {
-            world.registers = *frame;
-        }
-    }
-
-    /// Picks the next world and loads its registers into `frame`.
-    fn dispatch(&mut self, frame: &mut Registers) -> Next {
+    /// Picks the world to run next: the running one if it still runs, else the first
+    /// ready one in the queue.
+    fn dispatch(&mut self) -> Next {
         if let Some(id) = self.current
             && let Some(world) = self.world(id)
             && world.state == WorldState::Running
         {
-            *frame = world.registers;
             return Next::World {
                 world: id,
                 root: world.table.root(),
@@ -408,7 +401,6 @@ impl System {
                 && world.state == WorldState::Ready
             {
                 world.state = WorldState::Running;
-                *frame = world.registers;
                 let root = world.table.root();
                 self.current = Some(id);
                 return Next::World { world: id, root };
@@ -417,14 +409,22 @@ impl System {
         Next::Idle
     }
 
-    /// Starts scheduling: loads the first ready world into `frame`.
-    pub fn start(&mut self, frame: &mut Registers) -> Next {
-        self.dispatch(frame)
+    /// Where a world's registers are saved and restored. The hardware layer points its
+    /// entry paths at this area for the running world (so a system call or interrupt saves
+    /// the world's registers in place) and resumes the next world straight from its own.
+    /// The area is 16-byte aligned at both ends, as the CPU's interrupt push requires.
+    pub fn registers_mut(&mut self, id: WorldId) -> Option<&mut Registers> {
+        Some(&mut self.world_mut(id)?.registers)
     }
 
-    /// The timer fired: the running world goes to the back of the queue.
-    pub fn on_timer(&mut self, frame: &mut Registers) -> Next {
-        self.save(frame);
+    /// Starts scheduling: picks the first ready world.
+    pub fn start(&mut self) -> Next {
+        self.dispatch()
+    }
+
+    /// The timer fired (in a world, whose registers are saved in its area, or while idle):
+    /// the running world goes to the back of the queue.
+    pub fn on_timer(&mut self) -> Next {
         if let Some(id) = self.current.take()
             && self
                 .world(id)
@@ -432,18 +432,12 @@ impl System {
         {
             self.make_ready(id, false);
         }
-        self.dispatch(frame)
+        self.dispatch()
     }
 
     /// An interrupt line fired: signal the notification bound to it and mask the line
     /// until the holder acknowledges it.
-    pub fn on_irq(
-        &mut self,
-        platform: &mut impl Platform,
-        line: u8,
-        frame: &mut Registers,
-    ) -> Next {
-        self.save(frame);
+    pub fn on_irq(&mut self, platform: &mut impl Platform, line: u8) -> Next {
         let bound = self.objects.iter().flatten().find_map(|o| match o.object {
             Object::Interrupt {
                 line: l,
@@ -456,46 +450,44 @@ impl System {
         if let Some((notification, bit)) = bound {
             self.signal_notification(notification, 1 << bit);
         }
-        self.dispatch(frame)
+        self.dispatch()
     }
 
-    /// A world raised an exception: it is stopped with a report; everything else runs on.
+    /// The running world raised an exception (its registers, with vector and error code,
+    /// are in its area): it is stopped with a report; everything else runs on.
     pub fn on_user_exception(
         &mut self,
         platform: &mut impl Platform,
-        frame: &mut Registers,
         fault_address: u64,
         describe: &str,
     ) -> Next {
-        self.save(frame);
-        if let Some(id) = self.current {
-            let (name, rip, vector, error) = match self.world(id) {
-                Some(w) => (w.name.clone(), frame.rip, frame.vector, frame.error_code),
-                None => return self.dispatch(frame),
-            };
+        if let Some(id) = self.current
+            && let Some(world) = self.world(id)
+        {
+            let (name, r) = (world.name.clone(), world.registers);
             let mut line: String<200> = String::new();
             let _ = core::fmt::write(
                 &mut line,
                 format_args!(
-                    "world {name} stopped: {describe} (vector {vector}, error code {error:#x}) at rip {rip:#x}, address {fault_address:#x}\n"
+                    "world {name} stopped: {describe} (vector {}, error code {:#x}) at rip {:#x}, address {fault_address:#x}\n",
+                    r.vector, r.error_code, r.rip
                 ),
             );
             platform.log_packet(Kind::Text, crate::logframe::KERNEL_SOURCE, line.as_bytes());
             self.stop_world(platform, id);
         }
-        self.dispatch(frame)
+        self.dispatch()
     }
 
-    /// Handles a system call from the running world.
-    pub fn on_syscall(&mut self, platform: &mut impl Platform, frame: &mut Registers) -> Next {
-        self.save(frame);
+    /// Handles a system call from the running world (its registers are in its area).
+    pub fn on_syscall(&mut self, platform: &mut impl Platform) -> Next {
         if let Some(id) = self.current {
             if let Some(world) = self.world_mut(id) {
                 world.syscalls += 1;
             }
             self.syscall(platform, id);
         }
-        self.dispatch(frame)
+        self.dispatch()
     }
 
     /// Lists every capability installed, in world and slot order, as

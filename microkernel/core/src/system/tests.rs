@@ -322,7 +322,8 @@ fn run_as(system: &mut System, frame: &mut Registers, id: WorldId) {
     *frame = system.world(id).unwrap().registers;
 }
 
-/// The running world makes a system call; returns what runs next.
+/// The running world makes a system call (its registers are in its area, as the entry
+/// stub leaves them); returns what runs next, with that world's registers in `frame`.
 fn syscall(
     system: &mut System,
     platform: &mut FakePlatform,
@@ -330,12 +331,28 @@ fn syscall(
     call: Syscall,
     args: [u64; 6],
 ) -> Next {
-    frame.rax = call as u64;
+    let current = system.current().expect("a world is running");
+    let registers = system.registers_mut(current).unwrap();
+    registers.rax = call as u64;
     [
-        frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
+        registers.rdi,
+        registers.rsi,
+        registers.rdx,
+        registers.r10,
+        registers.r8,
+        registers.r9,
     ] = args;
-    frame.vector = SYSCALL_VECTOR;
-    system.on_syscall(platform, frame)
+    registers.vector = SYSCALL_VECTOR;
+    let next = system.on_syscall(platform);
+    view(system, next, frame);
+    next
+}
+
+/// Copies the registers of the world `next` runs into `frame`, for the test to inspect.
+fn view(system: &System, next: Next, frame: &mut Registers) {
+    if let Next::World { world, .. } = next {
+        *frame = system.world(world).unwrap().registers;
+    }
 }
 
 fn result_of(system: &System, id: WorldId) -> Result<[u64; 6], Error> {
@@ -747,10 +764,11 @@ fn a_faulting_world_is_stopped_and_its_caller_and_memory_are_released() {
         [1, 0, 0, 0, 0, 0],
     );
     // The server faults while the client waits for it.
-    frame.vector = 14;
-    frame.error_code = 6;
-    frame.rip = 0x40_0010;
-    let next = system.on_user_exception(&mut platform, &mut frame, 0xdead_0000, "#PF");
+    let registers = system.registers_mut(SERVER).unwrap();
+    registers.vector = 14;
+    registers.error_code = 6;
+    registers.rip = 0x40_0010;
+    let next = system.on_user_exception(&mut platform, 0xdead_0000, "#PF");
     assert_eq!(system.world(SERVER).unwrap().state, WorldState::Stopped);
     assert!(
         platform
@@ -865,7 +883,7 @@ fn interrupts_arrive_as_notifications_and_are_masked_until_acknowledged() {
         system.world(SERVER).unwrap().state,
         WorldState::Waiting { notification: 4 }
     );
-    system.on_irq(&mut platform, 5, &mut frame);
+    system.on_irq(&mut platform, 5);
     assert_eq!(platform.irq_enabled.get(&5), Some(&false));
     assert_eq!(result_of(&system, SERVER).map(|v| v[0]), Ok(1));
     run_as(&mut system, &mut frame, SERVER);
@@ -886,7 +904,7 @@ fn interrupts_arrive_as_notifications_and_are_masked_until_acknowledged() {
         [2, 0, 0, 0, 0, 0],
     );
     assert_eq!(result_of(&system, SERVER).map(|v| v[0]), Ok(0));
-    system.on_irq(&mut platform, 5, &mut frame);
+    system.on_irq(&mut platform, 5);
     run_as(&mut system, &mut frame, SERVER);
     syscall(
         &mut system,
@@ -946,15 +964,13 @@ fn port_io_is_confined_to_the_granted_range() {
 fn the_timer_rotates_ready_worlds() {
     let mut platform = FakePlatform::new();
     let mut system = boot(&mut platform);
-    let mut frame = Registers::default();
     let mut order = StdVec::new();
-    let Next::World { world, .. } = system.start(&mut frame) else {
+    let Next::World { world, .. } = system.start() else {
         panic!("idle at start")
     };
     order.push(world);
     for _ in 0..5 {
-        frame.cs = USER_CODE_SELECTOR;
-        let Next::World { world, .. } = system.on_timer(&mut frame) else {
+        let Next::World { world, .. } = system.on_timer() else {
             panic!("idle")
         };
         order.push(world);
@@ -985,9 +1001,11 @@ proptest! {
                 break; // it blocked itself; fine
             }
             run_as(&mut system, &mut frame, BYSTANDER);
-            frame.rax = number;
-            [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9] = [args[0], args[1], args[2], args[3], args[4], args[5]];
-            system.on_syscall(&mut platform, &mut frame);
+            let registers = system.registers_mut(BYSTANDER).unwrap();
+            registers.rax = number;
+            [registers.rdi, registers.rsi, registers.rdx, registers.r10, registers.r8, registers.r9] =
+                [args[0], args[1], args[2], args[3], args[4], args[5]];
+            system.on_syscall(&mut platform);
         }
         // The server and client still work.
         run_as(&mut system, &mut frame, SERVER);

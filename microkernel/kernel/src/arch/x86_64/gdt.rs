@@ -38,14 +38,20 @@ pub struct Selectors {
     pub tss: SegmentSelector,
 }
 
-static TSS: Once<TaskStateSegment> = Once::new();
+/// The TSS. Written at init and, for RSP0, whenever a world is resumed (the CPU reads
+/// it on every interrupt from user mode).
+static mut TSS: TaskStateSegment = TaskStateSegment::new();
 static GDT: Once<(GlobalDescriptorTable<8>, Selectors)> = Once::new();
 
-/// Builds and loads the GDT and TSS, and reloads every segment register. Interrupts from
-/// user mode switch to `kernel_stack_top` (TSS.RSP0).
+/// Builds and loads the GDT and TSS, and reloads every segment register. Until a world
+/// runs, TSS.RSP0 is `kernel_stack_top`; [`set_user_entry_stack`] moves it.
 pub fn init(kernel_stack_top: u64) -> Selectors {
-    let tss = TSS.call_once(|| {
-        let mut tss = TaskStateSegment::new();
+    let tss = {
+        // Single-threaded initialisation, before the TSS is loaded: no other reference to
+        // it exists.
+        let pointer = &raw mut TSS;
+        // SAFETY: as above.
+        let tss = unsafe { &mut *pointer };
         tss.privilege_stack_table[0] = VirtAddr::new(kernel_stack_top);
         for (slot, index) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
             .into_iter()
@@ -57,8 +63,8 @@ pub fn init(kernel_stack_top: u64) -> Selectors {
             tss.interrupt_stack_table[usize::from(index)] =
                 VirtAddr::new(base + IST_STACK_SIZE as u64);
         }
-        tss
-    });
+        &*tss
+    };
     let (gdt, selectors) = GDT.call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let kernel_code = gdt.append(Descriptor::kernel_code_segment());
@@ -100,4 +106,14 @@ pub fn init(kernel_stack_top: u64) -> Selectors {
         load_tss(selectors.tss);
     }
     *selectors
+}
+
+/// Points TSS.RSP0 at `top`: an interrupt from user mode pushes its frame below it (the
+/// running world's register area).
+pub fn set_user_entry_stack(top: u64) {
+    // SAFETY: the TSS is a static the CPU reads only on privilege changes; this CPU runs
+    // with interrupts off in the kernel, so no interrupt reads RSP0 while it is written;
+    // only a raw pointer to the field is formed (no reference), and the write is a single
+    // aligned 64-bit store.
+    unsafe { (&raw mut TSS.privilege_stack_table[0]).write_volatile(VirtAddr::new(top)) };
 }

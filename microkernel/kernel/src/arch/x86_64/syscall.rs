@@ -1,11 +1,16 @@
-//! Entering and leaving user worlds: SYSCALL entry, the return path, and the idle context.
+//! Entering and leaving user worlds: SYSCALL entry, the one resume path, and the idle
+//! context.
 //!
-//! `syscall` lands in `syscall_entry`, which switches to the kernel stack through the
-//! per-CPU block (reached with `swapgs`), builds the same [`Registers`] frame the interrupt
-//! stubs build, and calls [`crate::world::on_syscall`]. Whatever frame that leaves behind —
-//! the same world, another world, or the idle context — is restored with `iretq`, so one
-//! path returns to anything. `swapgs` is balanced inside the stub: everywhere else the GS
-//! base is the user's (0) and `KERNEL_GS_BASE` holds the per-CPU block.
+//! A world's registers live in its own register area inside the system (as in seL4's
+//! TCB). While a world runs, the per-CPU block and TSS.RSP0 point at the top of that
+//! area, so both `syscall_entry` and an interrupt from user mode save the registers
+//! *in place* — no copying — and then move to the kernel stack to run Rust. The handler
+//! returns the address of the frame to resume (the same world, another world's area, or
+//! the idle context) and `resume_from_rax` restores it with `iretq`.
+//!
+//! GS: in kernel mode the GS base is the per-CPU block, in user mode the world's (0).
+//! Entry from user mode and a resume into user mode each `swapgs`; kernel-mode
+//! interrupts (the idle loop) do not.
 //!
 //! The kernel runs with interrupts off; only user mode and the idle loop take interrupts.
 
@@ -14,6 +19,7 @@ use core::arch::global_asm;
 use esker_kernel_core::system::{
     Registers, SYSCALL_VECTOR, USER_CODE_SELECTOR, USER_DATA_SELECTOR,
 };
+use spin::Once;
 
 use super::{cpu, gdt};
 
@@ -21,23 +27,38 @@ const MSR_EFER: u32 = 0xc000_0080;
 const MSR_STAR: u32 = 0xc000_0081;
 const MSR_LSTAR: u32 = 0xc000_0082;
 const MSR_FMASK: u32 = 0xc000_0084;
+const MSR_GS_BASE: u32 = 0xc000_0101;
 const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 const EFER_SCE: u64 = 1 << 0;
 /// RFLAGS bits cleared on entry: TF, IF, DF, NT, AC.
 const FMASK: u64 = (1 << 8) | (1 << 9) | (1 << 10) | (1 << 14) | (1 << 18);
 
-/// Per-CPU block reached through GS in the syscall stub. Layout is fixed by the stub.
+/// Offset in [`PerCpu`] of the running world's register-area top.
+pub const PER_CPU_SAVE_AREA_TOP: usize = 0;
+/// Offset in [`PerCpu`] of the scratch slot for the user stack pointer.
+pub const PER_CPU_USER_RSP: usize = 8;
+/// Offset in [`PerCpu`] of the kernel stack top.
+pub const PER_CPU_KERNEL_STACK: usize = 16;
+
+/// Per-CPU block reached through GS by the entry stubs.
 #[repr(C)]
 pub struct PerCpu {
-    /// Kernel stack top loaded on syscall entry (offset 0).
-    kernel_rsp: u64,
-    /// Scratch for the user stack pointer (offset 8).
+    /// Top of the running world's register area.
+    save_area_top: u64,
+    /// Scratch for the user stack pointer during `syscall_entry`.
     user_rsp: u64,
+    /// Top of this CPU's kernel stack.
+    kernel_stack: u64,
 }
 
+const _: () = assert!(core::mem::offset_of!(PerCpu, save_area_top) == PER_CPU_SAVE_AREA_TOP);
+const _: () = assert!(core::mem::offset_of!(PerCpu, user_rsp) == PER_CPU_USER_RSP);
+const _: () = assert!(core::mem::offset_of!(PerCpu, kernel_stack) == PER_CPU_KERNEL_STACK);
+
 static mut PER_CPU: PerCpu = PerCpu {
-    kernel_rsp: 0,
+    save_area_top: 0,
     user_rsp: 0,
+    kernel_stack: 0,
 };
 
 const IDLE_STACK_SIZE: usize = 16 * 1024;
@@ -46,6 +67,7 @@ const IDLE_STACK_SIZE: usize = 16 * 1024;
 struct IdleStack([u8; IDLE_STACK_SIZE]);
 
 static mut IDLE_STACK: IdleStack = IdleStack([0; IDLE_STACK_SIZE]);
+static IDLE_FRAME: Once<Registers> = Once::new();
 
 global_asm!(
     r#"
@@ -54,10 +76,10 @@ global_asm!(
     .global syscall_entry
 syscall_entry:
     swapgs
-    movq %rsp, %gs:8
-    movq %gs:0, %rsp
+    movq %rsp, %gs:{user_rsp}
+    movq %gs:{save_top}, %rsp
     pushq ${user_ss}
-    pushq %gs:8
+    pushq %gs:{user_rsp}
     pushq %r11
     pushq ${user_cs}
     pushq %rcx
@@ -79,13 +101,17 @@ syscall_entry:
     pushq %r14
     pushq %r15
     movq %rsp, %rdi
+    movq %gs:{kernel_stack}, %rsp
     call {dispatch}
-    swapgs
-    jmp resume_frame
 
-    /* Restores a Registers frame at %rsp and returns into it. */
-    .global resume_frame
-resume_frame:
+    /* Resumes the Registers frame at %rax (a world's area, or the idle context). */
+    .global resume_from_rax
+resume_from_rax:
+    movq %rax, %rsp
+    testb $3, {cs_offset}(%rsp)
+    jz 1f
+    swapgs
+1:
     popq %r15
     popq %r14
     popq %r13
@@ -113,6 +139,10 @@ idle_loop:
     user_ss = const USER_DATA_SELECTOR,
     user_cs = const USER_CODE_SELECTOR,
     vector = const SYSCALL_VECTOR,
+    user_rsp = const PER_CPU_USER_RSP,
+    save_top = const PER_CPU_SAVE_AREA_TOP,
+    kernel_stack = const PER_CPU_KERNEL_STACK,
+    cs_offset = const core::mem::offset_of!(Registers, cs),
     dispatch = sym crate::world::on_syscall,
     options(att_syntax)
 );
@@ -122,50 +152,54 @@ unsafe extern "C" {
     fn idle_loop();
 }
 
-/// Enables SYSCALL with `kernel_stack_top` as the stack on entry (the same stack the
-/// TSS gives interrupts from user mode).
+/// Enables SYSCALL; the kernel's handlers run on `kernel_stack_top`.
 pub fn init(selectors: gdt::Selectors, kernel_stack_top: u64) {
     // SAFETY: single-threaded initialisation; nothing reads PER_CPU before SYSCALL is
-    // enabled below.
-    unsafe { PER_CPU.kernel_rsp = kernel_stack_top };
+    // enabled and a world runs.
+    unsafe { (&raw mut PER_CPU.kernel_stack).write(kernel_stack_top) };
     let star =
         (u64::from(selectors.kernel_data.0) << 48) | (u64::from(selectors.kernel_code.0) << 32);
     // SAFETY: these MSRs exist on every x86-64 CPU; STAR matches the fixed GDT layout
     // (asserted in gdt::init), LSTAR points at the entry stub, FMASK clears IF so the
-    // kernel runs with interrupts off, KERNEL_GS_BASE points at the per-CPU block.
+    // kernel runs with interrupts off; in kernel mode GS is the per-CPU block and the
+    // user's GS base (KERNEL_GS_BASE until the first swapgs) starts at 0.
     unsafe {
         cpu::write_msr(MSR_STAR, star);
         cpu::write_msr(MSR_LSTAR, syscall_entry as *const () as u64);
         cpu::write_msr(MSR_FMASK, FMASK);
-        cpu::write_msr(MSR_KERNEL_GS_BASE, &raw const PER_CPU as u64);
+        cpu::write_msr(MSR_GS_BASE, &raw const PER_CPU as u64);
+        cpu::write_msr(MSR_KERNEL_GS_BASE, 0);
         cpu::write_msr(MSR_EFER, cpu::read_msr(MSR_EFER) | EFER_SCE);
     }
 }
 
-/// A frame that, when resumed, halts until the next interrupt.
-pub fn idle_frame() -> Registers {
-    let stack_top = &raw const IDLE_STACK as u64 + IDLE_STACK_SIZE as u64;
-    Registers {
+/// Makes `area` the running world's register area: the next system call or interrupt
+/// from user mode saves the world's registers there.
+pub fn set_save_area(area: *const Registers) {
+    let top = area as u64 + core::mem::size_of::<Registers>() as u64;
+    // SAFETY: PER_CPU is this CPU's block; the kernel runs with interrupts off, so the
+    // entry stubs (its only other users) cannot run while it is written.
+    unsafe { (&raw mut PER_CPU.save_area_top).write(top) };
+    gdt::set_user_entry_stack(top);
+}
+
+/// The context that halts until the next interrupt, on the idle stack.
+pub fn idle_frame() -> *const Registers {
+    IDLE_FRAME.call_once(|| Registers {
         rip: idle_loop as *const () as u64,
         cs: 0x08,
         ss: 0x10,
-        rsp: stack_top,
+        rsp: &raw const IDLE_STACK as u64 + IDLE_STACK_SIZE as u64,
         rflags: 0x202,
         ..Registers::default()
-    }
+    })
 }
 
-/// Leaves the boot path for good: resumes `frame` (a world, or the idle context).
-pub fn enter(frame: &Registers) -> ! {
-    // SAFETY: `frame` holds a complete, sanitised context (built by the system or
-    // `idle_frame`); `resume_frame` pops it and `iretq`s into it. The boot stack below us
-    // is abandoned, which is fine: nothing on it is used again.
-    unsafe {
-        core::arch::asm!(
-            "mov rsp, {frame}",
-            "jmp resume_frame",
-            frame = in(reg) frame as *const Registers,
-            options(noreturn)
-        )
-    }
+/// Leaves the boot path for good: resumes `frame` (a world's area, or the idle context).
+pub fn enter(frame: *const Registers) -> ! {
+    // SAFETY: `frame` is a complete, sanitised context (a world's register area set up by
+    // the system, with set_save_area done, or the idle context); `resume_from_rax`
+    // restores it and `iretq`s into it. The boot stack below us is abandoned, which is
+    // fine: nothing on it is used again.
+    unsafe { core::arch::asm!("jmp resume_from_rax", in("rax") frame, options(noreturn)) }
 }

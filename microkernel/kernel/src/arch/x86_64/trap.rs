@@ -66,26 +66,20 @@ trap_common:
     pushq %r14
     pushq %r15
     movq %rsp, %rdi
+    /* From user mode the frame was pushed into the world's own register area (TSS.RSP0):
+       take the kernel's GS and move to the kernel stack. From kernel mode (the idle loop,
+       or a fault in the kernel) stay where we are. */
+    testb $3, {cs_offset}(%rsp)
+    jz 1f
+    swapgs
+    movq %gs:{kernel_stack}, %rsp
+1:
     call {dispatch}
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
-    addq $16, %rsp
-    iretq
+    jmp resume_from_rax
     "#,
     dispatch = sym trap_dispatch,
+    cs_offset = const core::mem::offset_of!(TrapFrame, cs),
+    kernel_stack = const super::syscall::PER_CPU_KERNEL_STACK,
     options(att_syntax)
 );
 
@@ -167,28 +161,33 @@ pub fn init(selectors: gdt::Selectors) {
     unsafe { x86_64::instructions::tables::lidt(&pointer) };
 }
 
-/// Called by `trap_common` with the saved registers.
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+/// Called by `trap_common` with the saved registers; returns the frame to resume (the
+/// same one, another world's register area, or the idle context).
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *const TrapFrame {
     let vector = frame.vector as u8;
     match vector {
+        // NMI, double fault and machine check arrive on their own stacks (IST), not in the
+        // world's register area: whatever mode they interrupt, they are fatal.
+        2 | 8 | 18 => fatal_exception(frame),
         0..=31 if frame.from_user() => {
             let fault_address = if vector == 14 { Cr2::read_raw() } else { 0 };
-            crate::world::on_user_exception(frame, fault_address, mnemonic(frame.vector));
+            crate::world::on_user_exception(frame, fault_address, mnemonic(frame.vector))
         }
         0..=31 => fatal_exception(frame),
         VECTOR_TIMER => {
             lapic::on_timer_interrupt();
-            crate::world::on_timer(frame);
+            crate::world::on_timer(frame)
         }
         VECTOR_PIC_BASE..=0x2f => {
             let line = vector - VECTOR_PIC_BASE;
             pic::end_of_interrupt(line);
-            crate::world::on_irq(line, frame);
+            crate::world::on_irq(line, frame)
         }
-        VECTOR_SPURIOUS => {}
+        VECTOR_SPURIOUS => frame,
         vector => {
             defmt::warn!("interrupt: unexpected vector {=u8} (acknowledged)", vector);
             lapic::end_of_interrupt();
+            frame
         }
     }
 }
