@@ -191,3 +191,25 @@ fn a_revoked_capability_stops_working_at_once_and_no_capability_means_no_call()
     }
     Ok(())
 }
+
+#[test]
+fn a_device_interrupt_reaches_its_holder_as_a_notification() -> Result<(), Failure> {
+    let image = test_image_dir("interrupts")?;
+    let mut machine = Machine::pvh(&image, None)?;
+    machine.expect(
+        "ticker: RTC periodic interrupt enabled on line 8",
+        PVH_TIMEOUT,
+    )?;
+    for n in 1..=5 {
+        machine.expect(
+            &format!("ticker: interrupt {n} arrived as notification bits 0x1"),
+            PVH_TIMEOUT,
+        )?;
+    }
+    machine.expect(
+        "ticker: 5 interrupts delivered as notifications",
+        PVH_TIMEOUT,
+    )?;
+    machine.expect("world ticker exited with code 0", PVH_TIMEOUT)?;
+    Ok(())
+}

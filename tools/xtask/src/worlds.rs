@@ -27,6 +27,7 @@ pub const WORLD_PACKAGES: &[&str] = &[
     "esker-hostile",
     "esker-faulter",
     "esker-revoker",
+    "esker-ticker",
     "esker-ping",
     "esker-pong",
 ];

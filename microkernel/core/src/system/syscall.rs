@@ -239,7 +239,8 @@ impl System {
         Ok(())
     }
 
-    /// `memory_map(slot, vaddr, rights) -> size`.
+    /// `memory_map(slot, vaddr, rights) -> size`: a Memory region (RAM, write-back) or an
+    /// Mmio region (device registers, uncached, never executable).
     fn sys_memory_map(
         &mut self,
         platform: &mut impl Platform,
@@ -250,22 +251,29 @@ impl System {
     ) -> Outcome {
         let cap_slot = slot(slot_arg)?;
         let cap = self.caps.lookup(id, cap_slot).map_err(Error::from)?;
-        if cap.kind != ObjectKind::Memory {
-            return Err(Error::WrongObjectKind);
-        }
         let wanted = Rights::from_bits_truncate(rights as u32)
             .intersection(Rights::READ | Rights::WRITE | Rights::EXECUTE);
+        // RAM is mapped write-back; device MMIO uncached, never executable, and only with
+        // the DEVICE right as well.
+        let (base, frames, cache) = match self.object(cap.object).map(|o| &o.object) {
+            Some(Object::Memory { base, frames }) => {
+                (base.start().as_u64(), *frames, CachePolicy::WriteBack)
+            }
+            Some(Object::Mmio { phys, size }) => {
+                if !cap.rights.contains(Rights::DEVICE) || wanted.contains(Rights::EXECUTE) {
+                    return Err(Error::InsufficientRights);
+                }
+                (*phys, size.div_ceil(PAGE_SIZE), CachePolicy::Uncached)
+            }
+            Some(_) => return Err(Error::WrongObjectKind),
+            None => return Err(Error::InvalidCapability),
+        };
         if !cap.rights.contains(Rights::MAP) || !cap.rights.contains(wanted) {
             return Err(Error::InsufficientRights);
         }
         if wanted.contains(Rights::WRITE) && wanted.contains(Rights::EXECUTE) {
             return Err(Error::InvalidArgument);
         }
-        let Some(Object::Memory { base, frames }) = self.object(cap.object).map(|o| &o.object)
-        else {
-            return Err(Error::InvalidCapability);
-        };
-        let (base, frames) = (*base, *frames);
         let size = frames * PAGE_SIZE;
         if !virt.is_multiple_of(PAGE_SIZE)
             || virt < layout::MAP_BASE
@@ -289,7 +297,7 @@ impl System {
             execute: wanted.contains(Rights::EXECUTE),
             user: true,
             global: false,
-            cache: CachePolicy::WriteBack,
+            cache,
         };
         let mut table: PageTable = PageTable::from_root(world.table.root());
         for page in 0..frames {
@@ -302,7 +310,7 @@ impl System {
                     None => result = Err(MapError::OutOfFrames),
                 }
             }
-            let frame_phys = PhysAddr::new(base.start().as_u64() + page * PAGE_SIZE);
+            let frame_phys = PhysAddr::new(base + page * PAGE_SIZE);
             if result.is_ok() {
                 result = table.map(
                     platform.memory(),
@@ -390,7 +398,7 @@ impl System {
         }
         world.mappings.iter().position(|m| {
             self.caps.lookup(id, m.slot).map_or(true, |c| {
-                c.object != m.object || c.kind != ObjectKind::Memory
+                c.object != m.object || !matches!(c.kind, ObjectKind::Memory | ObjectKind::Mmio)
             })
         })
     }

@@ -15,6 +15,7 @@ use crate::addr::VirtAddr;
 use crate::manifest::{
     Binary, Bundle, BundleView, CapSpec, CompiledManifest, ObjectSpec, SchedParams, WorldSpec,
 };
+use crate::paging::CachePolicy;
 
 const FIRST_FRAME: u64 = 0x100;
 
@@ -218,6 +219,11 @@ fn boot(platform: &mut FakePlatform) -> System {
             name: "mem",
             size_kib: 8,
         },
+        ObjectSpec::Mmio {
+            name: "dev",
+            phys: 0xfeb0_0000,
+            size: 0x2000,
+        },
     ] {
         objects.push(o).unwrap();
     }
@@ -253,6 +259,13 @@ fn boot(platform: &mut FakePlatform) -> System {
                 (2, "irq:dev", 4, Rights::WAIT, 0),
                 (3, "device:dev:irq", 5, Rights::DEVICE, 0),
                 (4, "device:dev:ioports", 6, Rights::DEVICE, 0),
+                (
+                    5,
+                    "device:dev:mmio",
+                    8,
+                    Rights::DEVICE | Rights::MAP | Rights::READ | Rights::WRITE,
+                    0,
+                ),
             ]),
         ))
         .unwrap();
@@ -399,7 +412,7 @@ fn boot_creates_the_manifest_and_announces_each_world() {
     );
     let mut lines = StdVec::new();
     system.for_each_capability(|args| lines.push(std::format!("{args}")));
-    assert_eq!(lines.len(), 9);
+    assert_eq!(lines.len(), 10);
     assert!(
         lines.contains(
             &"world=client slot=1 kind=endpoint object=svc rights=grant+call badge=0x100000001"
@@ -958,6 +971,57 @@ fn port_io_is_confined_to_the_granted_range() {
         );
     }
     assert_eq!(platform.ports, vec![(0x104, 4, 0x55), (0x107, 1, 0)]);
+}
+
+#[test]
+fn device_mmio_maps_uncached_never_executable_and_is_never_freed() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, SERVER);
+    let rw = (Rights::READ | Rights::WRITE).bits() as u64;
+    let rx = (Rights::READ | Rights::EXECUTE).bits() as u64;
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::MemoryMap,
+        [5, layout::MAP_BASE, rx, 0, 0, 0],
+    );
+    assert_eq!(
+        result_of(&system, SERVER),
+        Err(Error::InsufficientRights),
+        "executable MMIO"
+    );
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::MemoryMap,
+        [5, layout::MAP_BASE, rw, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, SERVER).map(|v| v[0]), Ok(0x2000));
+    let table =
+        PageTable::<crate::paging::X86>::from_root(system.world(SERVER).unwrap().table.root());
+    let t = table
+        .translate(&platform.memory, VirtAddr::new(layout::MAP_BASE + 0x1004))
+        .unwrap();
+    assert_eq!(t.phys.as_u64(), 0xfeb0_1004);
+    assert_eq!(t.access.cache, CachePolicy::Uncached);
+    assert!(!t.access.execute && t.access.write && t.access.user);
+    // A Log capability cannot be mapped; the client holds no MMIO capability at all.
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::MemoryMap,
+        [0, layout::MAP_BASE + 0x10000, rw, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, SERVER), Err(Error::WrongObjectKind));
+    // Stopping the world unmaps the device region instead of freeing its "frames" (the
+    // fake platform panics on freeing a frame it never handed out).
+    system.on_user_exception(&mut platform, 0, "#GP");
+    assert_eq!(system.world(SERVER).unwrap().state, WorldState::Stopped);
 }
 
 #[test]

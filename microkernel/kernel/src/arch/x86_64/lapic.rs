@@ -31,6 +31,7 @@ const REG_TIMER_CURRENT: u32 = 0x390;
 const REG_TIMER_DIVIDE: u32 = 0x3e0;
 
 const LVT_MASKED: u32 = 1 << 16;
+const LVT_DELIVERY_EXTINT: u32 = 0b111 << 8;
 const LVT_TIMER_PERIODIC: u32 = 1 << 17;
 const SPURIOUS_ENABLE: u32 = 1 << 8;
 const DIVIDE_BY_16: u32 = 0b0011;
@@ -117,7 +118,9 @@ pub fn init(map_mmio: impl FnOnce(u64) -> u64) -> Calibration {
         }
     });
     write(REG_TPR, 0);
-    write(REG_LVT_LINT0, LVT_MASKED);
+    // The legacy PIC reaches the boot CPU through LINT0 (virtual-wire mode): deliver it as
+    // ExtINT. Every PIC line stays masked until a world is granted it.
+    write(REG_LVT_LINT0, LVT_DELIVERY_EXTINT);
     write(REG_LVT_LINT1, LVT_MASKED);
     write(REG_LVT_ERROR, LVT_MASKED);
     write(

@@ -6,7 +6,8 @@
 //! area, so both `syscall_entry` and an interrupt from user mode save the registers
 //! *in place* — no copying — and then move to the kernel stack to run Rust. The handler
 //! returns the address of the frame to resume (the same world, another world's area, or
-//! the idle context) and `resume_from_rax` restores it with `iretq`.
+//! the idle context) and `resume_from_rax` restores it: with `sysretq` for a world that
+//! entered by `syscall`, with `iretq` for anything else.
 //!
 //! GS: in kernel mode the GS base is the per-CPU block, in user mode the world's (0).
 //! Entry from user mode and a resume into user mode each `swapgs`; kernel-mode
@@ -104,14 +105,41 @@ syscall_entry:
     movq %gs:{kernel_stack}, %rsp
     call {dispatch}
 
-    /* Resumes the Registers frame at %rax (a world's area, or the idle context). */
+    /* Resumes the Registers frame at %rax (a world's area, or the idle context).
+       A world that entered by `syscall` leaves by `sysretq` (rcx and r11 are clobbered by
+       the system-call ABI anyway); everything else - a preempted or faulted world, the
+       idle context - is restored in full by `iretq`. */
     .global resume_from_rax
 resume_from_rax:
     movq %rax, %rsp
     testb $3, {cs_offset}(%rsp)
-    jz 1f
+    jz 2f
     swapgs
-1:
+    cmpq ${vector}, {vector_offset}(%rsp)
+    jne 2f
+    movabsq ${user_end}, %rax
+    cmpq %rax, {rip_offset}(%rsp)
+    jae 2f
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    addq $8, %rsp
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    addq $8, %rsp
+    popq %rbx
+    popq %rax
+    movq 16(%rsp), %rcx
+    movq 32(%rsp), %r11
+    movq 40(%rsp), %rsp
+    sysretq
+2:
     popq %r15
     popq %r14
     popq %r13
@@ -143,6 +171,9 @@ idle_loop:
     save_top = const PER_CPU_SAVE_AREA_TOP,
     kernel_stack = const PER_CPU_KERNEL_STACK,
     cs_offset = const core::mem::offset_of!(Registers, cs),
+    vector_offset = const core::mem::offset_of!(Registers, vector),
+    rip_offset = const core::mem::offset_of!(Registers, rip),
+    user_end = const esker_abi::layout::USER_END,
     dispatch = sym crate::world::on_syscall,
     options(att_syntax)
 );
