@@ -13,6 +13,7 @@ fn pvh_boot_reaches_ready_and_reports_the_machine() -> Result<(), Failure> {
     machine.expect("boot: PVH", PVH_TIMEOUT)?;
     machine.expect_all(
         &[
+            "acpi: 2 CPUs enabled (2 listed), 1 IOAPICs",
             "svm: supported",
             "nested paging: supported",
             "timer: LAPIC timer ticking",

@@ -11,6 +11,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod acpi;
 pub mod addr;
 pub mod boot;
 pub mod cap;
@@ -20,4 +21,6 @@ pub mod frame_alloc;
 pub mod logframe;
 pub mod manifest;
 pub mod paging;
+pub mod sched;
 pub mod system;
+pub mod virt;

@@ -67,3 +67,10 @@ pub fn read(protocol: u32, info_paddr: u32, loader_magic: u32) -> Result<BootInf
         other => Err(BootError::UnknownProtocol(other)),
     }
 }
+
+/// Reads the ACPI MADT (processors, interrupt controllers) through the identity map.
+pub fn read_madt(
+    boot: &esker_kernel_core::boot::BootInfo,
+) -> Result<esker_kernel_core::acpi::Madt, esker_kernel_core::acpi::AcpiError> {
+    esker_kernel_core::acpi::read_madt(&IdentityMappedLow4G, boot.rsdp)
+}

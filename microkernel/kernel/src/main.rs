@@ -73,6 +73,48 @@ pub extern "C" fn kernel_entry(protocol: u32, info_paddr: u32, loader_magic: u32
         boot.cmdline.as_str()
     );
 
+    match bootinfo::read_madt(&boot) {
+        Ok(madt) => {
+            let enabled = madt.cpus.iter().filter(|c| c.enabled).count();
+            defmt::info!(
+                "acpi: {=usize} CPUs enabled ({=usize} listed{=str}), {=usize} IOAPICs, {=usize} interrupt overrides, 8259 PICs {=bool}",
+                enabled,
+                madt.cpus.len(),
+                if madt.dropped > 0 {
+                    ", some left out"
+                } else {
+                    ""
+                },
+                madt.ioapics.len(),
+                madt.overrides.len(),
+                madt.has_8259
+            );
+            for cpu in &madt.cpus {
+                defmt::info!(
+                    "acpi:   cpu apic id {=u32} uid {=u32}{=str}",
+                    cpu.apic_id,
+                    cpu.uid,
+                    if cpu.enabled { "" } else { " (online-capable)" }
+                );
+            }
+            for io in &madt.ioapics {
+                defmt::info!(
+                    "acpi:   ioapic {=u8} at {=u32:#x}, GSI base {=u32}",
+                    io.id,
+                    io.address,
+                    io.gsi_base
+                );
+            }
+            if madt.truncated {
+                defmt::warn!("acpi: the MADT ends in a malformed entry; later entries ignored");
+            }
+        }
+        Err(error) => defmt::warn!(
+            "acpi: {}; continuing with the boot CPU only",
+            defmt::Display2Format(&error)
+        ),
+    }
+
     let features = cpu::Features::detect();
     defmt::info!(
         "cpu: {=str} \"{=str}\", nx={=bool} smep={=bool} smap={=bool} 1g-pages={=bool} x2apic={=bool} invariant-tsc={=bool} hypervisor={=bool}",
