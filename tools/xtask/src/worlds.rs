@@ -28,6 +28,7 @@ pub const WORLD_PACKAGES: &[&str] = &[
     "esker-faulter",
     "esker-revoker",
     "esker-ticker",
+    "esker-spinner",
     "esker-ping",
     "esker-pong",
 ];
