@@ -121,10 +121,20 @@ impl core::fmt::Display for AcpiError {
             Self::NoRsdp => f.write_str("the boot loader passed no ACPI RSDP"),
             Self::Unreadable(e) => write!(f, "cannot read {} bytes at {:#x}", e.len, e.paddr),
             Self::BadSignature { expected, paddr } => {
-                write!(f, "no {} table at {paddr:#x} (wrong signature)", name(expected))
+                write!(
+                    f,
+                    "no {} table at {paddr:#x} (wrong signature)",
+                    name(expected)
+                )
             }
-            Self::BadChecksum { table, paddr } => write!(f, "{} table at {paddr:#x} has a bad checksum", name(table)),
-            Self::BadLength { table, length } => write!(f, "{} table claims an impossible length {length}", name(table)),
+            Self::BadChecksum { table, paddr } => {
+                write!(f, "{} table at {paddr:#x} has a bad checksum", name(table))
+            }
+            Self::BadLength { table, length } => write!(
+                f,
+                "{} table claims an impossible length {length}",
+                name(table)
+            ),
             Self::NoMadt => f.write_str("the RSDT/XSDT lists no MADT (APIC table)"),
         }
     }
@@ -148,11 +158,17 @@ fn table_length(mem: &impl PhysRead, paddr: u64, signature: &[u8; 4]) -> Result<
     let mut header = [0u8; 36];
     mem.read(paddr, &mut header)?;
     if &header[..4] != signature {
-        return Err(AcpiError::BadSignature { expected: *signature, paddr });
+        return Err(AcpiError::BadSignature {
+            expected: *signature,
+            paddr,
+        });
     }
     let length = u32_at(&header, 4).unwrap_or(0);
     if length < 36 {
-        return Err(AcpiError::BadLength { table: *signature, length });
+        return Err(AcpiError::BadLength {
+            table: *signature,
+            length,
+        });
     }
     Ok(length)
 }
@@ -163,17 +179,26 @@ pub fn read_madt(mem: &impl PhysRead, rsdp: Option<u64>) -> Result<Madt, AcpiErr
     let mut head = [0u8; 36];
     mem.read(rsdp, &mut head[..20])?;
     if &head[..8] != b"RSD PTR " {
-        return Err(AcpiError::BadSignature { expected: *b"RSD ", paddr: rsdp });
+        return Err(AcpiError::BadSignature {
+            expected: *b"RSD ",
+            paddr: rsdp,
+        });
     }
     if !checksum_ok(&head[..20]) {
-        return Err(AcpiError::BadChecksum { table: *b"RSD ", paddr: rsdp });
+        return Err(AcpiError::BadChecksum {
+            table: *b"RSD ",
+            paddr: rsdp,
+        });
     }
     let revision = head[15];
     // ACPI 2.0+: the XSDT (64-bit entries), checksummed over the extended 36 bytes.
     let (root, entry_size, signature) = if revision >= 2 {
         mem.read(rsdp, &mut head)?;
         if !checksum_ok(&head) {
-            return Err(AcpiError::BadChecksum { table: *b"RSD ", paddr: rsdp });
+            return Err(AcpiError::BadChecksum {
+                table: *b"RSD ",
+                paddr: rsdp,
+            });
         }
         (u64_at(&head, 24).unwrap_or(0), 8usize, *b"XSDT")
     } else {
@@ -197,13 +222,19 @@ pub fn read_madt(mem: &impl PhysRead, rsdp: Option<u64>) -> Result<Madt, AcpiErr
 fn parse_madt(mem: &impl PhysRead, paddr: u64) -> Result<Madt, AcpiError> {
     let length = table_length(mem, paddr, b"APIC")?;
     if length as usize > MAX_MADT || length < 44 {
-        return Err(AcpiError::BadLength { table: *b"APIC", length });
+        return Err(AcpiError::BadLength {
+            table: *b"APIC",
+            length,
+        });
     }
     let mut bytes = [0u8; MAX_MADT];
     let table = &mut bytes[..length as usize];
     mem.read(paddr, table)?;
     if !checksum_ok(table) {
-        return Err(AcpiError::BadChecksum { table: *b"APIC", paddr });
+        return Err(AcpiError::BadChecksum {
+            table: *b"APIC",
+            paddr,
+        });
     }
     let mut madt = Madt {
         local_apic_address: u64::from(u32_at(table, 36).unwrap_or(0)),
@@ -212,7 +243,9 @@ fn parse_madt(mem: &impl PhysRead, paddr: u64) -> Result<Madt, AcpiError> {
     };
     let mut at = 44usize;
     while at < table.len() {
-        let (Some(&kind), Some(&entry_len)) = (table.get(at), table.get(at + 1)) else { break };
+        let (Some(&kind), Some(&entry_len)) = (table.get(at), table.get(at + 1)) else {
+            break;
+        };
         let entry_len = usize::from(entry_len);
         let Some(entry) = table.get(at..at + entry_len).filter(|_| entry_len >= 2) else {
             madt.truncated = true;
@@ -222,7 +255,13 @@ fn parse_madt(mem: &impl PhysRead, paddr: u64) -> Result<Madt, AcpiError> {
             (0, 8) => {
                 let flags = u32_at(entry, 4).unwrap_or(0);
                 (flags & 0b11 != 0).then(|| {
-                    madt.cpus.push(Cpu { apic_id: u32::from(entry[3]), uid: u32::from(entry[2]), enabled: flags & 1 != 0 }).is_ok()
+                    madt.cpus
+                        .push(Cpu {
+                            apic_id: u32::from(entry[3]),
+                            uid: u32::from(entry[2]),
+                            enabled: flags & 1 != 0,
+                        })
+                        .is_ok()
                 })
             }
             (1, 12) => Some(
@@ -279,7 +318,10 @@ mod tests {
 
     impl PhysRead for Memory {
         fn read(&self, paddr: u64, buf: &mut [u8]) -> Result<(), OutOfRange> {
-            let out = OutOfRange { paddr, len: buf.len() };
+            let out = OutOfRange {
+                paddr,
+                len: buf.len(),
+            };
             let start = usize::try_from(paddr).map_err(|_| out)?;
             let end = start.checked_add(buf.len()).ok_or(out)?;
             buf.copy_from_slice(self.0.get(start..end).ok_or(out)?);
@@ -348,9 +390,26 @@ mod tests {
         let madt = read_madt(&machine(4), Some(0x100)).unwrap();
         assert_eq!(madt.local_apic_address, 0xfee0_0000);
         assert!(madt.has_8259);
-        assert_eq!(madt.cpus.iter().map(|c| c.apic_id).collect::<StdVec<_>>(), vec![0, 1, 2, 3]);
-        assert_eq!(madt.ioapics.as_slice(), &[IoApic { id: 0, address: 0xfec0_0000, gsi_base: 0 }]);
-        assert_eq!(madt.overrides.as_slice(), &[Override { source: 0, gsi: 2, flags: 0 }]);
+        assert_eq!(
+            madt.cpus.iter().map(|c| c.apic_id).collect::<StdVec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(
+            madt.ioapics.as_slice(),
+            &[IoApic {
+                id: 0,
+                address: 0xfec0_0000,
+                gsi_base: 0
+            }]
+        );
+        assert_eq!(
+            madt.overrides.as_slice(),
+            &[Override {
+                source: 0,
+                gsi: 2,
+                flags: 0
+            }]
+        );
         assert!(!madt.truncated);
     }
 
@@ -358,12 +417,24 @@ mod tests {
     fn bad_checksums_and_signatures_are_named() {
         let mut mem = machine(2);
         mem.0[0x100 + 8] ^= 1;
-        assert!(matches!(read_madt(&mem, Some(0x100)), Err(AcpiError::BadChecksum { .. })));
+        assert!(matches!(
+            read_madt(&mem, Some(0x100)),
+            Err(AcpiError::BadChecksum { .. })
+        ));
         let mut mem = machine(2);
         mem.0[0x400 + 40] ^= 1;
         let err = read_madt(&mem, Some(0x100)).unwrap_err();
-        assert_eq!(std::format!("{err}"), "APIC table at 0x400 has a bad checksum");
-        assert_eq!(read_madt(&machine(2), Some(0x104)).unwrap_err(), AcpiError::BadSignature { expected: *b"RSD ", paddr: 0x104 });
+        assert_eq!(
+            std::format!("{err}"),
+            "APIC table at 0x400 has a bad checksum"
+        );
+        assert_eq!(
+            read_madt(&machine(2), Some(0x104)).unwrap_err(),
+            AcpiError::BadSignature {
+                expected: *b"RSD ",
+                paddr: 0x104
+            }
+        );
         assert_eq!(read_madt(&machine(2), None), Err(AcpiError::NoRsdp));
     }
 

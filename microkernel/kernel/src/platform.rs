@@ -104,6 +104,10 @@ impl Platform for KernelPlatform {
     fn tsc_khz(&self) -> u64 {
         time::tsc_khz()
     }
+
+    fn now_ns(&self) -> u64 {
+        time::nanos_since_boot()
+    }
 }
 
 /// Loads `root` into CR3.

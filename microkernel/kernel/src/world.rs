@@ -14,7 +14,7 @@ use esker_kernel_core::system::{Next, Registers, System};
 use spin::Mutex;
 use x86_64::registers::control::Cr3;
 
-use crate::arch::x86_64::syscall;
+use crate::arch::x86_64::{lapic, syscall};
 use crate::platform::{self, KernelPlatform};
 
 /// The bundle (`cargo xtask image` packs the manifest and every world's program into it).
@@ -72,7 +72,7 @@ pub fn boot() -> usize {
 pub fn start() -> ! {
     let frame = {
         let mut system = SYSTEM.lock();
-        let next = system.start();
+        let next = system.start(&KernelPlatform::new());
         SCHEDULING.store(true, Ordering::Release);
         resume(&mut system, next)
     };
@@ -83,8 +83,12 @@ pub fn start() -> ! {
 /// its address space is loaded and its register area becomes the save area of the next
 /// entry from user mode; otherwise the idle context.
 fn resume(system: &mut System, next: Next) -> *const Registers {
+    let (Next::World { deadline_ns, .. } | Next::Idle { deadline_ns }) = next;
+    if let Some(nanos) = deadline_ns {
+        lapic::arm_oneshot(nanos);
+    }
     match next {
-        Next::World { world, root } => {
+        Next::World { world, root, .. } => {
             if Cr3::read_raw().0.start_address().as_u64() != root.start().as_u64() {
                 platform::switch_to(root);
             }
@@ -97,7 +101,7 @@ fn resume(system: &mut System, next: Next) -> *const Registers {
                 None => syscall::idle_frame(),
             }
         }
-        Next::Idle => syscall::idle_frame(),
+        Next::Idle { .. } => syscall::idle_frame(),
     }
 }
 
@@ -115,7 +119,7 @@ pub fn on_timer(frame: &mut Registers) -> *const Registers {
         return frame;
     }
     let mut system = SYSTEM.lock();
-    let next = system.on_timer();
+    let next = system.on_timer(&KernelPlatform::new());
     resume(&mut system, next)
 }
 

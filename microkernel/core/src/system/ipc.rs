@@ -248,13 +248,14 @@ impl System {
                 r.reply_to = Some(sender);
             }
             self.block(sender, WorldState::AwaitingReply { server: receiver });
-            // Switch straight to the receiver: the caller can do nothing until it replies.
+            // Switch straight to the receiver if the policy allows: the caller can do
+            // nothing until it replies.
             if let Some(r) = self.world_mut(receiver) {
-                r.state = WorldState::Running;
+                r.state = WorldState::Ready;
             }
-            self.current = Some(receiver);
+            self.handoff = Some(receiver);
         } else {
-            self.make_ready(receiver, false);
+            self.make_ready(receiver);
             if let Some(s) = self.world_mut(sender) {
                 s.registers.set_result(Ok([0; 6]));
             }
@@ -302,13 +303,14 @@ impl System {
                 r.reply_to = Some(sender);
             }
             if let Some(s) = self.world_mut(sender) {
+                // Still blocked (it was waiting to send): now it waits for the reply.
                 s.state = WorldState::AwaitingReply { server: receiver };
             }
         } else {
             if let Some(s) = self.world_mut(sender) {
                 s.registers.set_result(Ok([0; 6]));
             }
-            self.make_ready(sender, false);
+            self.make_ready(sender);
         }
         Ok(())
     }
@@ -335,7 +337,7 @@ impl System {
             w.reply_to = None;
         }
         self.transfer(platform, server, caller, 0);
-        self.make_ready(caller, true);
+        self.make_ready(caller);
         Ok(())
     }
 
@@ -350,15 +352,7 @@ impl System {
             if let Some(w) = self.world_mut(previous) {
                 w.registers.set_result(Err(Error::PeerStopped));
             }
-            self.make_ready(previous, false);
-        }
-    }
-
-    /// Blocks `world` (the running one) in `state`.
-    #[inline]
-    fn block(&mut self, world: WorldId, state: WorldState) {
-        if let Some(w) = self.world_mut(world) {
-            w.state = state;
+            self.make_ready(previous);
         }
     }
 
@@ -377,7 +371,7 @@ impl System {
             && w.state == (WorldState::Waiting { notification: id })
         {
             w.registers.set_result(Ok([taken, 0, 0, 0, 0, 0]));
-            self.make_ready(waiter, false);
+            self.make_ready(waiter);
         }
     }
 

@@ -20,12 +20,13 @@ mod world;
 mod tests;
 
 use esker_abi::{CapSlot, ObjectKind};
-use heapless::{Deque, String, Vec};
+use heapless::{String, Vec};
 
 use crate::addr::{PhysAddr, PhysFrame};
 use crate::cap::{CapSpace, ObjectId, WorldId};
 use crate::logframe::{Kind, SourceId};
 use crate::paging::{PageTable, PhysMemory};
+use crate::sched::Scheduler;
 
 pub use world::WorldError;
 
@@ -43,6 +44,9 @@ pub const SYSCALL_VECTOR: u64 = 0x100;
 pub const USER_CODE_SELECTOR: u64 = 0x23;
 /// See [`USER_CODE_SELECTOR`].
 pub const USER_DATA_SELECTOR: u64 = 0x1b;
+/// Longest time the kernel leaves the timer unarmed: decisions that need no deadline still
+/// get one this far out, so statistics stay fresh.
+pub const IDLE_HEARTBEAT_NS: u64 = 100_000_000;
 /// RFLAGS a world starts with (IF set, reserved bit 1).
 pub const USER_RFLAGS: u64 = 0x202;
 
@@ -133,6 +137,8 @@ pub trait Platform {
     fn log_packet(&mut self, kind: Kind, source: SourceId, payload: &[u8]);
     /// The TSC rate in kHz.
     fn tsc_khz(&self) -> u64;
+    /// Nanoseconds since boot, from one monotonic clock.
+    fn now_ns(&self) -> u64;
 }
 
 /// A kernel object.
@@ -285,9 +291,15 @@ pub enum Next {
         world: WorldId,
         /// Its address space.
         root: PhysFrame,
+        /// Arm the one-shot timer to fire this many nanoseconds from now (`None`: leave
+        /// the timer as it is).
+        deadline_ns: Option<u64>,
     },
-    /// No world is ready: idle until an interrupt.
-    Idle,
+    /// No world is runnable: idle until an interrupt.
+    Idle {
+        /// As for `World`.
+        deadline_ns: Option<u64>,
+    },
 }
 
 /// Every kernel object, the capability space and the run queue.
@@ -295,8 +307,14 @@ pub struct System {
     caps: CapSpace,
     objects: [Option<NamedObject>; MAX_OBJECTS],
     worlds: [Option<World>; MAX_WORLDS],
-    run_queue: Deque<WorldId, MAX_WORLDS>,
+    sched: Scheduler,
     current: Option<WorldId>,
+    /// The clock at the event being handled.
+    now: u64,
+    /// The running world must give way to a fresh decision (timer, yield).
+    resched: bool,
+    /// A call just met its receiver: switch straight to it if the policy allows.
+    handoff: Option<WorldId>,
 }
 
 impl Default for System {
@@ -312,8 +330,11 @@ impl System {
             caps: CapSpace::new(),
             objects: [const { None }; MAX_OBJECTS],
             worlds: [const { None }; MAX_WORLDS],
-            run_queue: Deque::new(),
+            sched: Scheduler::new(),
             current: None,
+            now: 0,
+            resched: false,
+            handoff: None,
         }
     }
 
@@ -370,43 +391,92 @@ impl System {
         Some(&mut self.objects.get_mut(id as usize)?.as_mut()?.object)
     }
 
-    fn make_ready(&mut self, id: WorldId, front: bool) {
-        if let Some(world) = self.world_mut(id) {
+    /// `id` became runnable.
+    fn make_ready(&mut self, id: WorldId) {
+        if let Some(world) = self.world_mut(id)
+            && world.state != WorldState::Running
+        {
             world.state = WorldState::Ready;
-            let queued = if front {
-                self.run_queue.push_front(id)
-            } else {
-                self.run_queue.push_back(id)
-            };
-            // The queue holds every world at most once and has room for all of them.
-            debug_assert!(queued.is_ok());
+            let _ = self.sched.wake(id, self.now);
         }
     }
 
-    /// Picks the world to run next: the running one if it still runs, else the first
-    /// ready one in the queue.
+    /// `id` stopped being runnable and now is in `state`.
+    fn block(&mut self, id: WorldId, state: WorldState) {
+        if let Some(w) = self.world_mut(id) {
+            w.state = state;
+            let _ = self.sched.block(id, self.now);
+        }
+        if self.current == Some(id) {
+            self.current = None;
+        }
+    }
+
+    /// Decides what runs next. The running world keeps the CPU (and its deadline) unless
+    /// it blocked, the timer fired, it yielded, or the policy wants to preempt it;
+    /// otherwise the scheduler picks, or, right after a call met its receiver, tries a
+    /// directed switch to the receiver.
     fn dispatch(&mut self) -> Next {
-        if let Some(id) = self.current
+        let now = self.now;
+        if !self.resched
+            && self.handoff.is_none()
+            && let Some(id) = self.current
             && let Some(world) = self.world(id)
             && world.state == WorldState::Running
+            && !self.sched.preempt_check(0, now)
         {
             return Next::World {
                 world: id,
                 root: world.table.root(),
+                deadline_ns: None,
             };
         }
-        self.current = None;
-        while let Some(id) = self.run_queue.pop_front() {
-            if let Some(world) = self.world_mut(id)
-                && world.state == WorldState::Ready
-            {
+        self.resched = false;
+        let decision = match self.handoff.take() {
+            Some(to) => self.sched.switch_to(0, to, now),
+            None => self.sched.pick(0, now),
+        };
+        let _ = self.sched.take_kicks();
+        if let Some(previous) = self.current.take()
+            && decision.entity != Some(previous)
+            && let Some(world) = self.world_mut(previous)
+            && world.state == WorldState::Running
+        {
+            world.state = WorldState::Ready;
+        }
+        let deadline_ns = Some(decision.run_for_ns.unwrap_or(IDLE_HEARTBEAT_NS));
+        let chosen = decision
+            .entity
+            .and_then(|id| Some((id, self.world(id)?.state)));
+        match chosen {
+            Some((id, WorldState::Ready | WorldState::Running)) => {
+                let Some(world) = self.world_mut(id) else {
+                    return Next::Idle { deadline_ns };
+                };
                 world.state = WorldState::Running;
                 let root = world.table.root();
                 self.current = Some(id);
-                return Next::World { world: id, root };
+                Next::World {
+                    world: id,
+                    root,
+                    deadline_ns,
+                }
             }
+            Some((id, _)) => {
+                // The policy thinks a world runnable that is not: tell it, and idle until
+                // the next event rather than guess.
+                let _ = self.sched.block(id, now);
+                Next::Idle {
+                    deadline_ns: Some(0),
+                }
+            }
+            None => Next::Idle { deadline_ns },
         }
-        Next::Idle
+    }
+
+    /// Scheduling statistics of a world.
+    pub fn sched_stats(&self, id: WorldId) -> Option<crate::sched::Stats> {
+        self.sched.stats(id, self.now)
     }
 
     /// Where a world's registers are saved and restored. The hardware layer points its
@@ -417,27 +487,25 @@ impl System {
         Some(&mut self.world_mut(id)?.registers)
     }
 
-    /// Starts scheduling: picks the first ready world.
-    pub fn start(&mut self) -> Next {
+    /// Starts scheduling: picks the first world.
+    pub fn start(&mut self, platform: &impl Platform) -> Next {
+        self.now = platform.now_ns();
+        self.resched = true;
         self.dispatch()
     }
 
     /// The timer fired (in a world, whose registers are saved in its area, or while idle):
-    /// the running world goes to the back of the queue.
-    pub fn on_timer(&mut self) -> Next {
-        if let Some(id) = self.current.take()
-            && self
-                .world(id)
-                .is_some_and(|w| w.state == WorldState::Running)
-        {
-            self.make_ready(id, false);
-        }
+    /// the scheduler decides again.
+    pub fn on_timer(&mut self, platform: &impl Platform) -> Next {
+        self.now = platform.now_ns();
+        self.resched = true;
         self.dispatch()
     }
 
     /// An interrupt line fired: signal the notification bound to it and mask the line
     /// until the holder acknowledges it.
     pub fn on_irq(&mut self, platform: &mut impl Platform, line: u8) -> Next {
+        self.now = platform.now_ns();
         let bound = self.objects.iter().flatten().find_map(|o| match o.object {
             Object::Interrupt {
                 line: l,
@@ -481,6 +549,7 @@ impl System {
 
     /// Handles a system call from the running world (its registers are in its area).
     pub fn on_syscall(&mut self, platform: &mut impl Platform) -> Next {
+        self.now = platform.now_ns();
         if let Some(id) = self.current {
             if let Some(world) = self.world_mut(id) {
                 world.syscalls += 1;

@@ -140,10 +140,7 @@ impl System {
                 if let Some(w) = self.world_mut(id) {
                     w.registers.set_result(Ok([0; 6]));
                 }
-                if self.current == Some(id) {
-                    self.current = None;
-                    self.make_ready(id, false);
-                }
+                self.resched = true;
                 Ok(None)
             }
             Syscall::Exit => {

@@ -55,6 +55,7 @@ struct FakePlatform {
     irq_enabled: HashMap<u8, bool>,
     ports: StdVec<(u16, u8, u32)>,
     limit: u64,
+    clock: std::cell::Cell<u64>,
 }
 
 impl FakePlatform {
@@ -73,6 +74,7 @@ impl FakePlatform {
             irq_enabled: HashMap::new(),
             ports: StdVec::new(),
             limit: u64::MAX,
+            clock: std::cell::Cell::new(0),
         }
     }
 
@@ -155,6 +157,9 @@ impl Platform for FakePlatform {
     }
     fn log_packet(&mut self, kind: Kind, source: SourceId, payload: &[u8]) {
         self.log.push((kind, source, payload.to_vec()));
+    }
+    fn now_ns(&self) -> u64 {
+        self.clock.get()
     }
     fn tsc_khz(&self) -> u64 {
         2_000_000
@@ -314,23 +319,22 @@ const SERVER: WorldId = 0;
 const CLIENT: WorldId = 1;
 const BYSTANDER: WorldId = 2;
 
-/// Makes world `id` the running one (as if the scheduler picked it).
+/// Makes world `id` the running one through the policy's directed switch (so the
+/// scheduler agrees on who runs; with the clock at 0 every runnable world is eligible).
 fn run_as(system: &mut System, frame: &mut Registers, id: WorldId) {
     if system.current != Some(id) {
-        if let Some(current) = system.current.take()
-            && system.world(current).unwrap().state == WorldState::Running
-        {
-            system.make_ready(current, false);
-        }
-        system.run_queue.retain(|w| *w != id);
-        let world = system.world_mut(id).unwrap();
+        let state = system.world(id).unwrap().state;
         assert!(
-            matches!(world.state, WorldState::Ready | WorldState::Running),
-            "{:?}",
-            world.state
+            matches!(state, WorldState::Ready | WorldState::Running),
+            "{state:?}"
         );
-        world.state = WorldState::Running;
-        system.current = Some(id);
+        system.world_mut(id).unwrap().state = WorldState::Ready;
+        system.handoff = Some(id);
+        let next = system.dispatch();
+        assert!(
+            matches!(next, Next::World { world, .. } if world == id),
+            "the policy refused to run {id}: {next:?}"
+        );
     }
     *frame = system.world(id).unwrap().registers;
 }
@@ -792,7 +796,10 @@ fn a_faulting_world_is_stopped_and_its_caller_and_memory_are_released() {
         platform.texts()
     );
     assert!(matches!(next, Next::World { world, .. } if world != SERVER));
-    assert_eq!(system.world(CLIENT).unwrap().state, WorldState::Ready);
+    assert!(matches!(
+        system.world(CLIENT).unwrap().state,
+        WorldState::Ready | WorldState::Running
+    ));
     assert_eq!(result_of(&system, CLIENT), Err(Error::PeerStopped));
     assert_eq!(
         platform.allocated.len(),
@@ -1029,18 +1036,92 @@ fn the_timer_rotates_ready_worlds() {
     let mut platform = FakePlatform::new();
     let mut system = boot(&mut platform);
     let mut order = StdVec::new();
-    let Next::World { world, .. } = system.start() else {
+    let Next::World {
+        world, deadline_ns, ..
+    } = system.start(&platform)
+    else {
         panic!("idle at start")
     };
+    assert_eq!(
+        deadline_ns,
+        Some(crate::sched::SLICE_NS),
+        "equal shares: a full slice each"
+    );
     order.push(world);
     for _ in 0..5 {
-        let Next::World { world, .. } = system.on_timer() else {
+        platform
+            .clock
+            .set(platform.clock.get() + crate::sched::SLICE_NS);
+        let Next::World { world, .. } = system.on_timer(&platform) else {
             panic!("idle")
         };
         order.push(world);
     }
-    assert_eq!(order, vec![0, 1, 2, 0, 1, 2]);
-    let _ = &mut platform;
+    let mut counts = [0; 3];
+    for world in &order {
+        counts[usize::from(*world)] += 1;
+    }
+    assert_eq!(counts, [2, 2, 2], "equal shares must rotate: {order:?}");
+}
+
+#[test]
+fn a_world_whose_reservation_cannot_be_guaranteed_is_refused_by_name() {
+    let mut platform = FakePlatform::new();
+    let elf: &'static [u8] = Box::leak(tiny_elf().into_boxed_slice());
+    let mut objects = heapless::Vec::new();
+    objects.push(ObjectSpec::Log { world: "greedy" }).unwrap();
+    let mut caps = heapless::Vec::new();
+    caps.push(CapSpec {
+        slot: 0,
+        name: "log",
+        object: 0,
+        rights: Rights::LOG,
+        badge: 0,
+    })
+    .unwrap();
+    let mut worlds = heapless::Vec::new();
+    for (name, mhz) in [("modest", 1500), ("greedy", 1000)] {
+        worlds
+            .push(WorldSpec {
+                name,
+                binary: "prog",
+                memory_kib: 256,
+                sched: SchedParams {
+                    reservation_mhz: mhz,
+                    ..SchedParams::default()
+                },
+                guest_facing: false,
+                caps: caps.clone(),
+            })
+            .unwrap();
+    }
+    let mut binaries = heapless::Vec::new();
+    binaries.push(Binary { name: "prog", elf }).unwrap();
+    let bundle = Bundle {
+        manifest: CompiledManifest { worlds, objects },
+        binaries,
+    };
+    let bytes: &'static mut [u8] = Box::leak(vec![0u8; 1 << 20].into_boxed_slice());
+    let length = bundle.encode(bytes).unwrap();
+    let view = BundleView::parse(&bytes[..length]).unwrap();
+    let mut system = System::new();
+    let frames_before = platform.allocated.len();
+    let mut refused = StdVec::new();
+    system
+        .instantiate(&mut platform, &view, |name, e| {
+            refused.push(std::format!("{name}: {e}"))
+        })
+        .unwrap();
+    // The platform's CPU is 2000 MHz: 1500 fit, another 1000 do not.
+    assert_eq!(
+        refused,
+        vec!["greedy: not admitted: reservation of 1000 MHz cannot be guaranteed: only 500 MHz unreserved".to_owned()]
+    );
+    assert_eq!(system.live_worlds(), 1, "the admitted world still runs");
+    assert!(
+        platform.allocated.len() > frames_before,
+        "the admitted world has its frames"
+    );
 }
 
 proptest! {

@@ -41,6 +41,8 @@ pub enum WorldError {
     Limit(&'static str),
     /// Installing a capability failed.
     Capability(crate::cap::CapError),
+    /// The scheduler refused its parameters (admission control).
+    Admission(crate::sched::AdmissionError),
 }
 
 impl fmt::Display for WorldError {
@@ -60,6 +62,7 @@ impl fmt::Display for WorldError {
             Self::Map(e) => write!(f, "address space: {e}"),
             Self::Limit(what) => write!(f, "limit reached: {what}"),
             Self::Capability(e) => write!(f, "capability: {e}"),
+            Self::Admission(e) => write!(f, "not admitted: {e}"),
         }
     }
 }
@@ -188,6 +191,18 @@ impl System {
         bundle: &BundleView<'_>,
         mut report: impl FnMut(&str, &WorldError),
     ) -> Result<(), WorldError> {
+        self.now = platform.now_ns();
+        let mhz = u32::try_from(platform.tsc_khz() / 1000)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        // One CPU for now; the others come with SMP.
+        if self
+            .sched
+            .configure(1, mhz, crate::sched::Topology::Flat)
+            .is_err()
+        {
+            return Err(WorldError::Limit("scheduler configuration"));
+        }
         let mut ids: Vec<u32, { crate::manifest::MAX_OBJECTS }> = Vec::new();
         for spec in bundle.objects() {
             let object = match spec {
@@ -274,6 +289,26 @@ impl System {
         name.push_str(spec.name)
             .map_err(|_| WorldError::Limit("world name longer than 32 bytes"))?;
 
+        self.sched
+            .add(id, crate::sched::Params::from(spec.sched), self.now)
+            .map_err(WorldError::Admission)?;
+        let result = self.create_admitted_world(platform, id, spec, &image, name, object_ids);
+        if result.is_err() {
+            let _ = self.sched.remove(id, self.now);
+        }
+        result
+    }
+
+    /// The rest of [`create_world`](Self::create_world), once the scheduler admitted it.
+    fn create_admitted_world(
+        &mut self,
+        platform: &mut impl Platform,
+        id: WorldId,
+        spec: &WorldSpec<'_>,
+        image: &ElfImage<'_>,
+        name: String<32>,
+        object_ids: &[u32],
+    ) -> Result<(), WorldError> {
         let budget = u64::from(spec.memory_kib) / 4;
         let mut charge = Charge {
             platform,
@@ -281,7 +316,7 @@ impl System {
             used: 0,
         };
         let root = charge.frame()?;
-        let built = Self::build_address_space(&mut charge, root, &image);
+        let built = Self::build_address_space(&mut charge, root, image);
         let frames = charge.used;
         let platform = charge.platform;
         let (table, ipc_buffer) = match built {
@@ -349,7 +384,7 @@ impl System {
             frames,
             syscalls: 0,
         });
-        self.make_ready(id, false);
+        self.make_ready(id);
         Ok(())
     }
 
@@ -448,7 +483,7 @@ impl System {
         if self.current == Some(id) {
             self.current = None;
         }
-        self.run_queue.retain(|w| *w != id);
+        let _ = self.sched.remove(id, self.now);
         for object in self.objects.iter_mut().flatten() {
             if let Object::Endpoint(endpoint) = &mut object.object {
                 endpoint.forget(id);
@@ -477,7 +512,7 @@ impl System {
                     .registers
                     .set_result(Err(esker_abi::Error::PeerStopped));
             }
-            self.make_ready(caller, false);
+            self.make_ready(caller);
         }
         self.caps.clear_world(id);
         let Some(world) = self.world_mut(id) else {

@@ -55,6 +55,8 @@ unsafe impl Sync for Access {}
 
 static ACCESS: Once<Access> = Once::new();
 static TICKS: AtomicU64 = AtomicU64::new(0);
+/// The timer's input clock in kHz, once calibrated.
+static BUS_KHZ: AtomicU64 = AtomicU64::new(0);
 
 fn access() -> Access {
     *ACCESS.get().expect("LAPIC used before lapic::init")
@@ -141,6 +143,7 @@ pub fn init(map_mmio: impl FnOnce(u64) -> u64) -> Calibration {
     let lapic_elapsed = u64::from(u32::MAX - read(REG_TIMER_CURRENT));
     write(REG_TIMER_INITIAL, 0);
     let bus_khz = (lapic_elapsed * 16 / CALIBRATION_MS).max(1);
+    BUS_KHZ.store(bus_khz, Ordering::Relaxed);
 
     // Periodic tick.
     let initial = (bus_khz * 1000 / 16 / TIMER_HZ).clamp(1, u64::from(u32::MAX)) as u32;
@@ -154,6 +157,17 @@ pub fn init(map_mmio: impl FnOnce(u64) -> u64) -> Calibration {
         apic_id,
         x2apic,
     }
+}
+
+/// Switches the timer to one-shot mode and makes it fire `nanos` from now (the
+/// scheduler's deadline). Replaces any deadline already armed.
+pub fn arm_oneshot(nanos: u64) {
+    let bus_khz = BUS_KHZ.load(Ordering::Relaxed).max(1);
+    // Ticks of the divided-by-16 clock: nanos * kHz / 16 / 1e6, at least one.
+    let ticks = (u128::from(nanos) * u128::from(bus_khz) / 16 / 1_000_000)
+        .clamp(1, u128::from(u32::MAX)) as u32;
+    write(REG_LVT_TIMER, u32::from(trap::VECTOR_TIMER));
+    write(REG_TIMER_INITIAL, ticks);
 }
 
 /// Timer interrupt handler.

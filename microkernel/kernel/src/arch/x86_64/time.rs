@@ -30,6 +30,15 @@ pub fn tsc_khz() -> u64 {
     TSC_KHZ.load(Ordering::Relaxed)
 }
 
+/// Nanoseconds since kernel entry (0 until the TSC is calibrated).
+pub fn nanos_since_boot() -> u64 {
+    let khz = tsc_khz();
+    if khz == 0 {
+        return 0;
+    }
+    (u128::from(cycles_since_entry()) * 1_000_000 / u128::from(khz)) as u64
+}
+
 /// Microseconds since kernel entry (0 until the TSC is calibrated).
 pub fn micros_since_boot() -> u64 {
     let khz = tsc_khz();

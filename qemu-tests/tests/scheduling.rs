@@ -1,0 +1,129 @@
+//! CPU scheduling on the booted kernel, with ESX semantics: busy `spinner` worlds measure
+//! their own progress over a three-second window and the tests check the shares they got.
+//!
+//! MHz figures in the manifests are of the calibrated CPU (the TSC rate the kernel logs),
+//! so each test reads that rate from the boot log to know what its limit or reservation
+//! means as a fraction of the CPU.
+
+use std::time::Duration;
+
+use esker_qemu_tests::{Failure, Machine, PVH_TIMEOUT, number_after, test_image_dir};
+
+/// Spinners run three seconds of TSC time; TCG on a loaded host may stretch that.
+const SPIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One spinner's report.
+struct Spin {
+    iterations: u64,
+    permille: u64,
+}
+
+fn report(machine: &mut Machine, world: &str) -> Result<Spin, Failure> {
+    let prefix = format!("spinner {world}: ");
+    let event = machine.expect(&prefix, SPIN_TIMEOUT)?;
+    let text = event.text.clone();
+    let iterations = number_after(&text, &prefix);
+    let permille = number_after(&text, "ran ");
+    match (iterations, permille) {
+        (Some(iterations), Some(permille)) => Ok(Spin {
+            iterations,
+            permille,
+        }),
+        _ => Err(machine.fail(format!("cannot read the spinner's report: {text:?}"))),
+    }
+}
+
+/// The calibrated CPU rate in MHz, from `timer: … TSC <kHz> kHz)`.
+fn cpu_mhz(machine: &mut Machine) -> Result<u64, Failure> {
+    let event = machine.expect("timer: LAPIC timer ticking", PVH_TIMEOUT)?;
+    number_after(&event.text, "TSC ")
+        .map(|khz| khz / 1000)
+        .filter(|&mhz| mhz > 0)
+        .ok_or_else(|| machine.fail(format!("no TSC rate in {:?}", event.text)))
+}
+
+#[test]
+fn shares_2000_1000_1000_split_the_cpu_2_1_1() -> Result<(), Failure> {
+    let image = test_image_dir("shares")?;
+    let mut machine = Machine::pvh(&image, None)?;
+    // Reports come in the order the spinners finish; collect all three.
+    let mut spins = Vec::new();
+    machine.expect_all(
+        &["spinner spin-a: ", "spinner spin-b: ", "spinner spin-c: "],
+        SPIN_TIMEOUT,
+    )?;
+    for world in ["spin-a", "spin-b", "spin-c"] {
+        let text = machine
+            .history()
+            .iter()
+            .find(|e| e.text.starts_with(&format!("spinner {world}: ")))
+            .map(|e| e.text.clone())
+            .unwrap_or_default();
+        let iterations = number_after(&text, &format!("spinner {world}: "))
+            .ok_or_else(|| machine.fail(format!("no iteration count in {text:?}")))?;
+        spins.push(iterations as f64);
+    }
+    let total: f64 = spins.iter().sum();
+    let shares = [spins[0] / total, spins[1] / total, spins[2] / total];
+    for (got, want) in shares.iter().zip([0.5, 0.25, 0.25]) {
+        if (got - want).abs() > want * 0.05 {
+            return Err(machine.fail(format!(
+                "CPU split {shares:.4?} is not 2:1:1 within ±5 % (iterations {spins:?})"
+            )));
+        }
+    }
+    println!("CPU split for shares 2000/1000/1000: {shares:.4?}");
+    Ok(())
+}
+
+#[test]
+fn a_limit_holds_even_on_an_idle_host() -> Result<(), Failure> {
+    const LIMIT_MHZ: u64 = 650;
+    let image = test_image_dir("limit")?;
+    let mut machine = Machine::pvh(&image, None)?;
+    let mhz = cpu_mhz(&mut machine)?;
+    let limit_permille = (LIMIT_MHZ * 1000 / mhz).min(1000);
+    let spin = report(&mut machine, "limited")?;
+    // At most the limit (plus 2 points for timer granularity), and not starved either.
+    if spin.permille > limit_permille + 20 || spin.permille + 50 < limit_permille {
+        return Err(machine.fail(format!(
+            "a {LIMIT_MHZ} MHz limit on a {mhz} MHz CPU is {limit_permille} permille, but the world ran \
+             {} permille ({} iterations)",
+            spin.permille, spin.iterations
+        )));
+    }
+    println!(
+        "limit {limit_permille} permille of the CPU; the world ran {} permille",
+        spin.permille
+    );
+    Ok(())
+}
+
+#[test]
+fn a_reservation_holds_against_a_flood_of_equal_competitors() -> Result<(), Failure> {
+    const RESERVATION_MHZ: u64 = 1000;
+    const COMPETITORS: u64 = 6;
+    let image = test_image_dir("reservation")?;
+    let mut machine = Machine::pvh(&image, None)?;
+    let mhz = cpu_mhz(&mut machine)?;
+    let reserved_permille = (RESERVATION_MHZ * 1000 / mhz).min(1000);
+    let fair_permille = 1000 / (COMPETITORS + 1);
+    if reserved_permille <= fair_permille + 20 {
+        return Err(machine.fail(format!(
+            "on a {mhz} MHz CPU a {RESERVATION_MHZ} MHz reservation ({reserved_permille} permille) is not \
+             above the fair share ({fair_permille}); this test cannot tell them apart"
+        )));
+    }
+    let spin = report(&mut machine, "reserved")?;
+    if spin.permille + 20 < reserved_permille {
+        return Err(machine.fail(format!(
+            "reserved {reserved_permille} permille but got {} permille against {COMPETITORS} competitors",
+            spin.permille
+        )));
+    }
+    println!(
+        "reservation {reserved_permille} permille (fair share {fair_permille}); got {}",
+        spin.permille
+    );
+    Ok(())
+}
