@@ -127,3 +127,50 @@ fn a_reservation_holds_against_a_flood_of_equal_competitors() -> Result<(), Fail
     );
     Ok(())
 }
+
+#[test]
+fn shares_change_at_run_time_through_a_world_capability() -> Result<(), Failure> {
+    let image = test_image_dir("tuning")?;
+    let mut machine = Machine::pvh(&image, None)?;
+    machine.expect_all(
+        &[
+            "tuner: spin-a shares set to 1000",
+            "tuner: reserving",
+            "spinner spin-a: ",
+            "spinner spin-b: ",
+            "tuner: spin-a used ",
+        ],
+        SPIN_TIMEOUT,
+    )?;
+    let history = machine.history();
+    let count = |world: &str| {
+        let prefix = format!("spinner {world}: ");
+        history.iter().find_map(|e| number_after(&e.text, &prefix))
+    };
+    let (Some(a), Some(b)) = (count("spin-a"), count("spin-b")) else {
+        return Err(machine.fail("no iteration counts"));
+    };
+    let ratio = a as f64 / b as f64;
+    // 2000:1000 would give 2.0; after the change to 1000:1000 it must be about 1.
+    if !(0.85..=1.15).contains(&ratio) {
+        return Err(machine.fail(format!(
+            "spin-a/spin-b = {ratio:.3} ({a} / {b}); expected about 1 after the change"
+        )));
+    }
+    if !history.iter().any(|e| {
+        e.text.contains("scheduling change of world spin-a refused") && e.text.contains("MHz")
+    }) {
+        return Err(machine.fail(
+            "the impossible reservation was not refused with the shortfall in the kernel log",
+        ));
+    }
+    let used = history
+        .iter()
+        .find_map(|e| number_after(&e.text, "tuner: spin-a used "))
+        .unwrap_or(0);
+    if used == 0 {
+        return Err(machine.fail("spin-a's accounting shows no CPU time"));
+    }
+    println!("after the run-time change spin-a/spin-b = {ratio:.3}; spin-a used {used} ms");
+    Ok(())
+}

@@ -297,7 +297,9 @@ fn object_node(manifest: &Manifest, object: &CompiledObject) -> ObjectNode {
             node.detail = format!("line {line}");
             node.signals = Some(usize::from(*notification));
         }
-        CompiledObject::Log { .. } | CompiledObject::Notification { .. } => {}
+        CompiledObject::Log { .. }
+        | CompiledObject::Notification { .. }
+        | CompiledObject::World { .. } => {}
     }
     node
 }

@@ -87,6 +87,11 @@ pub enum CompiledObject {
         /// The channel.
         name: String,
     },
+    /// A world, for the worlds that control it (`controls`).
+    World {
+        /// The world.
+        name: String,
+    },
     /// A notification.
     Notification {
         /// Its name (`irq:<device>` for an interrupt's).
@@ -136,6 +141,7 @@ impl CompiledObject {
         match self {
             Self::Log { world } => ObjectSpec::Log { world },
             Self::Endpoint { name } => ObjectSpec::Endpoint { name },
+            Self::World { name } => ObjectSpec::World { name },
             Self::Notification { name } => ObjectSpec::Notification { name },
             Self::Memory { name, size_kib } => ObjectSpec::Memory {
                 name,
@@ -175,6 +181,7 @@ impl CompiledObject {
         match self {
             Self::Log { world: name }
             | Self::Endpoint { name }
+            | Self::World { name }
             | Self::Notification { name }
             | Self::Memory { name, .. }
             | Self::IoPorts { name, .. }
@@ -254,6 +261,19 @@ impl Manifest {
                 },
                 format!("world \"{}\"", world.name),
                 world.line,
+            );
+        }
+        for controlled in self
+            .worlds
+            .iter()
+            .filter(|w| self.worlds.iter().any(|c| c.controls.contains(&w.name)))
+        {
+            out.add(
+                CompiledObject::World {
+                    name: controlled.name.clone(),
+                },
+                format!("world \"{}\" (controlled)", controlled.name),
+                controlled.line,
             );
         }
         for c in &self.channels {
@@ -426,6 +446,18 @@ impl Objects {
             }
             if n.signallers.iter().any(|s| s == me) {
                 caps.push(format!("signal:{}", n.name), object, Rights::SIGNAL, 0);
+            }
+        }
+        for target in &world.controls {
+            if let Some(object) =
+                self.find(|o| matches!(o, CompiledObject::World { name } if name == target))
+            {
+                caps.push(
+                    format!("world:{target}"),
+                    object,
+                    Rights::READ | Rights::WRITE,
+                    0,
+                );
             }
         }
         CompiledWorld {

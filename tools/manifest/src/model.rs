@@ -43,6 +43,8 @@ pub struct World {
     pub guest_facing: bool,
     /// The VM a guest-facing world monitors.
     pub vm: Option<String>,
+    /// Worlds it holds a World capability on (`world:<name>`, read + write).
+    pub controls: Vec<String>,
     /// Line of its declaration.
     pub line: usize,
 }

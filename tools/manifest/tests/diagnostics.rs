@@ -64,7 +64,7 @@ fn unknown_key() {
         "unknown_key.toml",
         &[
             "system.toml:3: world \"vmkauthd\": unknown key memory_mb (expected one of: binary, memory_kib, shares, \
-           reservation_mhz, limit_mhz, affinity, guest_facing, vm)",
+           reservation_mhz, limit_mhz, affinity, guest_facing, vm, controls)",
         ],
     );
 }

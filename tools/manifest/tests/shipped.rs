@@ -288,3 +288,36 @@ fn grant_gives_a_client_call_and_grant() {
     assert_eq!(rights_of("b"), Rights::CALL | Rights::GRANT);
     assert_eq!(rights_of("c"), Rights::CALL);
 }
+
+#[test]
+fn controls_gives_a_world_capability_with_read_and_write() {
+    let text = "[worlds.a]\nbinary = \"a\"\nmemory_kib = 64\ncontrols = [\"b\"]\n\
+                [worlds.b]\nbinary = \"b\"\nmemory_kib = 64\n";
+    let manifest = esker_manifest::parse(text, "system.toml").expect("valid");
+    let compiled = manifest.compile();
+    let kernel = compiled.to_kernel().expect("compiles");
+    let a = kernel
+        .worlds
+        .iter()
+        .find(|w| w.name == "a")
+        .expect("world a");
+    let cap = a
+        .caps
+        .iter()
+        .find(|c| c.name == "world:b")
+        .expect("world:b capability");
+    assert_eq!(cap.rights, Rights::READ | Rights::WRITE);
+    assert!(matches!(
+        kernel.objects[usize::from(cap.object)],
+        ObjectSpec::World { name: "b" }
+    ));
+    let bad = esker_manifest::parse(
+        "[worlds.a]\nbinary = \"a\"\nmemory_kib = 64\ncontrols = [\"nobody\"]\n",
+        "system.toml",
+    )
+    .expect_err("unknown world");
+    assert_eq!(
+        bad[0].to_string(),
+        "system.toml:4: world \"a\": controls \"nobody\" is not a declared world"
+    );
+}

@@ -29,6 +29,7 @@ pub const WORLD_PACKAGES: &[&str] = &[
     "esker-revoker",
     "esker-ticker",
     "esker-spinner",
+    "esker-tuner",
     "esker-ping",
     "esker-pong",
 ];

@@ -89,11 +89,20 @@ pub enum Syscall {
     Exit = 19,
     /// `kernel_info(what) -> ...`: read-only facts for the world (e.g. its own name).
     KernelInfo = 20,
+    /// `sched_set(world, shares, reservation_mhz, limit_mhz, affinity)`: changes a world's
+    /// scheduling parameters through a World capability with [`Rights::WRITE`], after the
+    /// same admission checks as at boot ([`Error::NotAdmitted`] if they fail; the kernel
+    /// log names the shortfall).
+    SchedSet = 21,
+    /// `sched_stats(world) -> (used_ns, ready_ns, limited_ns, costop_ns, waited_ns,
+    /// dispatches)`: a world's CPU accounting, through a World capability with
+    /// [`Rights::READ`] (esxtop's %USED, %RDY, %MLMTD, %CSTP, %WAIT).
+    SchedStats = 22,
 }
 
 impl Syscall {
     /// Every system call, in number order.
-    pub const ALL: [Syscall; 21] = [
+    pub const ALL: [Syscall; 23] = [
         Self::Log,
         Self::Call,
         Self::Send,
@@ -115,6 +124,8 @@ impl Syscall {
         Self::Yield,
         Self::Exit,
         Self::KernelInfo,
+        Self::SchedSet,
+        Self::SchedStats,
     ];
 
     /// Decodes `rax`.
@@ -155,11 +166,14 @@ pub enum Error {
     OutOfRange = 13,
     /// The mapping conflicts with an existing one.
     AlreadyMapped = 14,
+    /// Scheduling parameters that admission control refuses (a reservation that cannot be
+    /// guaranteed, a limit below the reservation, invalid shares or affinity).
+    NotAdmitted = 15,
 }
 
 impl Error {
     /// Every error, in code order.
-    pub const ALL: [Error; 14] = [
+    pub const ALL: [Error; 15] = [
         Self::InvalidSyscall,
         Self::InvalidCapability,
         Self::WrongObjectKind,
@@ -174,6 +188,7 @@ impl Error {
         Self::PeerStopped,
         Self::OutOfRange,
         Self::AlreadyMapped,
+        Self::NotAdmitted,
     ];
 
     /// Decodes `rax` after a system call: `Ok(())` for 0, `Err` for a known code, and
@@ -206,6 +221,7 @@ impl Error {
             Self::PeerStopped => "peer stopped",
             Self::OutOfRange => "outside the range the capability grants",
             Self::AlreadyMapped => "already mapped",
+            Self::NotAdmitted => "scheduling parameters not admitted",
         }
     }
 }

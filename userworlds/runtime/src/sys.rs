@@ -351,6 +351,59 @@ pub fn tsc_khz() -> Result<u64, Error> {
     kernel_info(KernelInfo::TscKhz).map(|out| out[0])
 }
 
+/// A world's CPU accounting (`sched_stats`), in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedStats {
+    /// Time it ran.
+    pub used_ns: u64,
+    /// Time it was runnable but waited (includes `limited_ns`).
+    pub ready_ns: u64,
+    /// Time held back by its limit.
+    pub limited_ns: u64,
+    /// Time co-stopped (multi-vCPU VMs).
+    pub costop_ns: u64,
+    /// Time blocked.
+    pub waited_ns: u64,
+    /// Times it was dispatched.
+    pub dispatches: u64,
+}
+
+/// `sched_set`: changes the scheduling parameters of the world behind a World capability
+/// (write right); `NotAdmitted` if admission control refuses them.
+pub fn sched_set(
+    world: CapSlot,
+    shares: u32,
+    reservation_mhz: u32,
+    limit_mhz: u32,
+    affinity: u64,
+) -> Result<(), Error> {
+    plain(
+        Syscall::SchedSet,
+        [
+            u64::from(world),
+            u64::from(shares),
+            u64::from(reservation_mhz),
+            u64::from(limit_mhz),
+            affinity,
+            0,
+        ],
+    )
+    .map(drop)
+}
+
+/// `sched_stats`: the CPU accounting of the world behind a World capability (read right).
+pub fn sched_stats(world: CapSlot) -> Result<SchedStats, Error> {
+    let out = plain(Syscall::SchedStats, [u64::from(world), 0, 0, 0, 0, 0])?;
+    Ok(SchedStats {
+        used_ns: out[0],
+        ready_ns: out[1],
+        limited_ns: out[2],
+        costop_ns: out[3],
+        waited_ns: out[4],
+        dispatches: out[5],
+    })
+}
+
 /// A scriptable kernel for this crate's unit tests.
 #[cfg(all(test, not(target_os = "none")))]
 pub(crate) mod fake_kernel {

@@ -154,6 +154,22 @@ impl System {
                 self.stop_world(platform, id);
                 Ok(None)
             }
+            Syscall::SchedSet => self.sys_sched_set(platform, id, a),
+            Syscall::SchedStats => {
+                let target = self.world_capability(id, a[0], Rights::READ)?;
+                let stats = self
+                    .sched
+                    .stats(target, self.now)
+                    .ok_or(Error::InvalidCapability)?;
+                done([
+                    stats.used_ns,
+                    stats.ready_ns,
+                    stats.limited_ns,
+                    stats.costop_ns,
+                    stats.waited_ns,
+                    stats.dispatches,
+                ])
+            }
             Syscall::KernelInfo => match a[0] {
                 x if x == KernelInfo::WorldName as u64 => {
                     let Some(world) = self.world(id) else {
@@ -170,6 +186,53 @@ impl System {
                 _ => Err(Error::InvalidArgument),
             },
         }
+    }
+
+    /// The world a World capability names, checked for `needed`.
+    fn world_capability(&self, id: WorldId, slot: u64, needed: Rights) -> Result<WorldId, Error> {
+        let (object, _) = self.capability_for(id, slot, ObjectKind::World, needed)?;
+        match self.object(object).map(|o| &o.object) {
+            Some(Object::World(target))
+                if self
+                    .world(*target)
+                    .is_some_and(|w| w.state != WorldState::Stopped) =>
+            {
+                Ok(*target)
+            }
+            _ => Err(Error::InvalidCapability),
+        }
+    }
+
+    /// `sched_set(world, shares, reservation_mhz, limit_mhz, affinity)`.
+    fn sys_sched_set(&mut self, platform: &mut impl Platform, id: WorldId, a: [u64; 6]) -> Outcome {
+        let target = self.world_capability(id, a[0], Rights::WRITE)?;
+        let number = |v: u64| u32::try_from(v).map_err(|_| Error::InvalidArgument);
+        let params = crate::sched::Params {
+            shares: number(a[1])?,
+            reservation_mhz: number(a[2])?,
+            limit_mhz: number(a[3])?,
+            affinity: a[4],
+        };
+        if let Err(refusal) = self.sched.update(target, params, self.now) {
+            let (caller, name) = (
+                self.world(id).map(|w| w.name.clone()).unwrap_or_default(),
+                self.world(target)
+                    .map(|w| w.name.clone())
+                    .unwrap_or_default(),
+            );
+            let mut line: heapless::String<240> = heapless::String::new();
+            let _ = core::fmt::write(
+                &mut line,
+                format_args!(
+                    "world {caller}: scheduling change of world {name} refused: {refusal}\n"
+                ),
+            );
+            platform.log_packet(Kind::Text, crate::logframe::KERNEL_SOURCE, line.as_bytes());
+            return Err(Error::NotAdmitted);
+        }
+        // A change may make another world due at once (a new reservation): decide again.
+        self.resched = true;
+        done([0; 6])
     }
 
     /// `log(ptr, len, slot)`: copies the frame from user memory and sends it tagged with

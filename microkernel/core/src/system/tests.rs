@@ -229,6 +229,7 @@ fn boot(platform: &mut FakePlatform) -> System {
             phys: 0xfeb0_0000,
             size: 0x2000,
         },
+        ObjectSpec::World { name: "bystander" },
     ] {
         objects.push(o).unwrap();
     }
@@ -293,6 +294,7 @@ fn boot(platform: &mut FakePlatform) -> System {
                     Rights::MAP | Rights::READ | Rights::WRITE | Rights::GRANT,
                     0,
                 ),
+                (3, "world:bystander", 9, Rights::READ | Rights::WRITE, 0),
             ]),
         ))
         .unwrap();
@@ -416,7 +418,7 @@ fn boot_creates_the_manifest_and_announces_each_world() {
     );
     let mut lines = StdVec::new();
     system.for_each_capability(|args| lines.push(std::format!("{args}")));
-    assert_eq!(lines.len(), 10);
+    assert_eq!(lines.len(), 11);
     assert!(
         lines.contains(
             &"world=client slot=1 kind=endpoint object=svc rights=grant+call badge=0x100000001"
@@ -1029,6 +1031,87 @@ fn device_mmio_maps_uncached_never_executable_and_is_never_freed() {
     // fake platform panics on freeing a frame it never handed out).
     system.on_user_exception(&mut platform, 0, "#GP");
     assert_eq!(system.world(SERVER).unwrap().state, WorldState::Stopped);
+}
+
+#[test]
+fn scheduling_parameters_change_and_statistics_read_through_a_world_capability() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, CLIENT);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::SchedSet,
+        [3, 3000, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, CLIENT), Ok([0; 6]));
+    assert_eq!(system.sched.params(BYSTANDER).map(|p| p.shares), Some(3000));
+    // 2500 MHz cannot be reserved on the 2000 MHz CPU: refused, and the log says why.
+    run_as(&mut system, &mut frame, CLIENT);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::SchedSet,
+        [3, 1000, 2500, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, CLIENT), Err(Error::NotAdmitted));
+    assert_eq!(
+        system.sched.params(BYSTANDER).map(|p| p.shares),
+        Some(3000),
+        "a refusal changes nothing"
+    );
+    assert!(
+        platform.texts().iter().any(|t| t
+            .contains("world client: scheduling change of world bystander refused")
+            && t.contains("2500 MHz")),
+        "{:?}",
+        platform.texts()
+    );
+    for bad in [
+        [3u64, 0, 0, 0, 0, 0],
+        [3, 1000, 500, 100, 0, 0],
+        [3, u64::MAX, 0, 0, 0, 0],
+    ] {
+        syscall(
+            &mut system,
+            &mut platform,
+            &mut frame,
+            Syscall::SchedSet,
+            bad,
+        );
+        assert!(result_of(&system, CLIENT).is_err(), "{bad:?} accepted");
+    }
+    // Statistics: the bystander has been dispatched at boot-time picks or not, but the
+    // call answers for it; and the bystander itself holds no World capability.
+    platform.clock.set(5_000_000);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::SchedStats,
+        [3, 0, 0, 0, 0, 0],
+    );
+    assert!(result_of(&system, CLIENT).is_ok());
+    run_as(&mut system, &mut frame, BYSTANDER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::SchedSet,
+        [3, 1000, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, BYSTANDER), Err(Error::InvalidCapability));
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::SchedStats,
+        [0, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, BYSTANDER), Err(Error::WrongObjectKind));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use super::{Context, check_name};
 use crate::model::World;
 use crate::toml_read::{DeValue, Located, Spanned, array, integer};
 
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
     "binary",
     "memory_kib",
     "shares",
@@ -15,6 +15,7 @@ const KEYS: [&str; 8] = [
     "affinity",
     "guest_facing",
     "vm",
+    "controls",
 ];
 
 /// Most shares a world may be given.
@@ -84,10 +85,26 @@ pub(super) fn read(
         );
     }
 
+    // `controls = ["<world>", ..]`: World capabilities (read statistics, change
+    // scheduling) on those worlds.
+    let mut controls = Vec::new();
+    if let Some(value) = fields.get("controls") {
+        for target in fields
+            .string_list(&mut cx.diags, "controls")
+            .unwrap_or_default()
+        {
+            if cx.world_ref(&what, "controls", &target) && !controls.contains(&target.value) {
+                controls.push(target.value);
+            }
+        }
+        let _ = value;
+    }
+
     if cx.diags_len() != errors_before {
         return None;
     }
     Some(World {
+        controls,
         name: name.value.to_owned(),
         binary: binary?.value,
         memory_kib: narrow(memory_kib?.value),

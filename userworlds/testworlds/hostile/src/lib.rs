@@ -26,7 +26,11 @@ pub const MAX_SLOT: u32 = 300;
 /// Calls in the random pass.
 pub const RANDOM_CALLS: u32 = 5000;
 /// Invalid system-call numbers the sweep tries.
-pub const INVALID_NUMBERS: [u64; 7] = [21, 22, 23, 64, 255, 1 << 32, u64::MAX];
+pub const INVALID_NUMBERS: [u64; 7] = {
+    // The first three numbers past the last system call, then far-away ones.
+    let first = Syscall::ALL.len() as u64;
+    [first, first + 1, first + 2, 64, 255, 1 << 32, u64::MAX]
+};
 /// Most capabilities of the start info the plan protects.
 pub const MAX_HELD: usize = 32;
 
