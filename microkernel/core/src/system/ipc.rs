@@ -28,8 +28,10 @@ const RECEIVED_CAPS_OFFSET: u64 = 16;
 /// A rendezvous: worlds waiting to send, or worlds waiting to receive.
 #[derive(Debug)]
 pub struct Endpoint {
-    senders: Deque<WorldId, MAX_WORLDS>,
+    pub(super) senders: Deque<WorldId, MAX_WORLDS>,
     receivers: Deque<WorldId, MAX_WORLDS>,
+    /// No live world can receive on it any more: sends fail with `PeerStopped`.
+    pub(super) orphaned: bool,
 }
 
 impl Endpoint {
@@ -38,6 +40,7 @@ impl Endpoint {
         Self {
             senders: Deque::new(),
             receivers: Deque::new(),
+            orphaned: false,
         }
     }
 
@@ -210,6 +213,9 @@ impl System {
     ) -> Result<(), Error> {
         let (endpoint, badge) =
             self.capability_for(sender, slot, ObjectKind::Endpoint, Rights::CALL)?;
+        if self.endpoint_mut(endpoint).is_some_and(|e| e.orphaned) {
+            return Err(Error::PeerStopped);
+        }
         self.check_message(platform, sender)?;
         let receiver = loop {
             let Some(queue) = self.endpoint_mut(endpoint) else {

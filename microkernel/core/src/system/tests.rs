@@ -828,6 +828,44 @@ fn a_faulting_world_is_stopped_and_its_caller_and_memory_are_released() {
 }
 
 #[test]
+fn callers_of_a_stopped_server_are_released_not_left_waiting() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    // The client calls while the server is busy (not receiving): it queues.
+    run_as(&mut system, &mut frame, CLIENT);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Call,
+        [1, 0, 0, 0, 0, 0],
+    );
+    assert!(matches!(
+        system.world(CLIENT).unwrap().state,
+        WorldState::Sending { .. }
+    ));
+    // The server faults: nobody can receive on the endpoint any more.
+    run_as(&mut system, &mut frame, SERVER);
+    system.on_user_exception(&mut platform, 0, "#GP");
+    assert!(matches!(
+        system.world(CLIENT).unwrap().state,
+        WorldState::Ready | WorldState::Running
+    ));
+    assert_eq!(result_of(&system, CLIENT), Err(Error::PeerStopped));
+    // Later calls fail at once.
+    run_as(&mut system, &mut frame, CLIENT);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Call,
+        [1, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, CLIENT), Err(Error::PeerStopped));
+}
+
+#[test]
 fn log_copies_from_user_memory_and_refuses_bad_pointers() {
     let mut platform = FakePlatform::new();
     let mut system = boot(&mut platform);

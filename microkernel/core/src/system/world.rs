@@ -515,6 +515,7 @@ impl System {
             self.make_ready(caller);
         }
         self.caps.clear_world(id);
+        self.fail_orphaned_endpoints(id);
         let Some(world) = self.world_mut(id) else {
             return;
         };
@@ -531,6 +532,50 @@ impl System {
             }
         }
         free_user_half(platform, root);
+    }
+}
+
+impl System {
+    /// After `stopped` stopped (its capabilities already deleted): every endpoint that no
+    /// live world can receive on any more fails its queued senders with `PeerStopped`,
+    /// and is marked so that later sends fail at once instead of waiting forever.
+    fn fail_orphaned_endpoints(&mut self, stopped: WorldId) {
+        for index in 0..self.objects.len() {
+            let id = index as u32;
+            if !matches!(
+                self.object(id).map(|o| &o.object),
+                Some(Object::Endpoint(_))
+            ) {
+                continue;
+            }
+            let served = (0..super::MAX_WORLDS as WorldId).any(|w| {
+                w != stopped
+                    && self
+                        .world(w)
+                        .is_some_and(|world| world.state != WorldState::Stopped)
+                    && self.caps.caps_of(w).any(|(_, c)| {
+                        c.object == id && c.rights.contains(esker_abi::Rights::RECEIVE)
+                    })
+            });
+            if served {
+                continue;
+            }
+            let Some(Object::Endpoint(endpoint)) = self.object_mut(id) else {
+                continue;
+            };
+            endpoint.orphaned = true;
+            let queued = core::mem::take(&mut endpoint.senders);
+            for sender in queued {
+                if let Some(world) = self.world_mut(sender)
+                    && matches!(world.state, WorldState::Sending { .. })
+                {
+                    world
+                        .registers
+                        .set_result(Err(esker_abi::Error::PeerStopped));
+                    self.make_ready(sender);
+                }
+            }
+        }
     }
 }
 
