@@ -10,6 +10,9 @@
 //! and times each with `rdtsc`; booted with `-smp 1` under `-icount shift=0,sleep=off`, a
 //! TSC tick is one guest instruction, so the figures count instructions (kernel and user)
 //! and are identical on every run.
+//!
+//! The scheduling figures ([`sched`]) are the policy's decision cost, computed on the host,
+//! and the CPU split the booted kernel gives spinners with shares 2000/1000/1000.
 
 use std::time::Duration;
 
@@ -25,6 +28,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use crate::host::Host;
 use crate::image::{self, Flavor, Image};
 use crate::{cargo, host, loc};
+
+mod sched;
 
 /// Boots measured for the median boot time.
 const BOOT_RUNS: usize = 5;
@@ -70,6 +75,16 @@ impl Measurement {
             unit,
             target: None,
         }
+    }
+
+    fn decimal(name: &'static str, value: f64, decimals: i32, unit: &'static str) -> Result<Self> {
+        Ok(Self {
+            name,
+            value: serde_json::Number::from_f64(round(value, decimals))
+                .with_context(|| format!("{name} is not a finite number: {value}"))?,
+            unit,
+            target: None,
+        })
     }
 
     fn with_target(mut self, target: String) -> Self {
@@ -140,6 +155,67 @@ pub fn run() -> Result<ExitCode> {
         "instructions",
     ));
 
+    let costs = sched::decision_costs()?;
+    let steps_at = |entities| {
+        costs
+            .iter()
+            .find(|c| c.entities == entities)
+            .map_or(f64::NAN, |c| c.steps)
+    };
+    let growth = steps_at(128) / steps_at(16);
+    for cost in &costs {
+        println!(
+            "bench: scheduler, 1 CPU, {} busy entities: {:.2} steps, {:.0} ns per pick ({})",
+            cost.entities,
+            cost.steps,
+            cost.ns_per_pick,
+            sched::host_build()
+        );
+    }
+    println!(
+        "bench: scheduler decision steps, 128 entities / 16 entities: {growth:.2}x (linear: 8x)"
+    );
+    for cost in &costs {
+        let (steps_name, ns_name) = decision_names(cost.entities);
+        let mut steps = Measurement::decimal(steps_name, cost.steps, 2, "steps")?;
+        if cost.entities == 128 {
+            steps = steps.with_target(format!(
+                "sublinear: {growth:.2}x the 16-entity cost (linear: 8x)"
+            ));
+        }
+        results.push(steps);
+        results.push(
+            Measurement::decimal(ns_name, cost.ns_per_pick, 1, "ns")?
+                .with_target(format!("host, {}", sched::host_build())),
+        );
+    }
+
+    let split = sched::fairness(&host)?;
+    let fractions = split.fractions();
+    let shown = |values: [f64; 3]| {
+        values
+            .iter()
+            .map(|v| format!("{v:.4}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    println!(
+        "bench: CPU split for shares 2000/1000/1000: {} (want {}); together the spinners \
+         ran {} permille of their windows (less: the host took the vCPU away)",
+        shown(fractions),
+        shown(sched::SPINNERS.map(|(_, want)| want)),
+        split.spins.iter().map(|s| s.permille).sum::<u64>()
+    );
+    results.push(
+        Measurement::decimal(
+            "sched_fairness_error_percent",
+            split.error_percent(),
+            2,
+            "percent",
+        )?
+        .with_target(format!("split {} of 0.5/0.25/0.25", shown(fractions))),
+    );
+
     let sizes = SizeSummary::of(&alloc_sections(&image.elf)?);
     for (name, value) in [
         ("kernel_size_text_plus_data", sizes.text + sizes.data),
@@ -178,6 +254,19 @@ pub fn run() -> Result<ExitCode> {
          IPC figures are medians over {} calls under icount, where a cycle is an \
          instruction, kernel and user, timing included: {} for two back-to-back rdtsc)",
         code.files, ipc.round_trip.count, ipc.rdtsc.median
+    );
+    println!(
+        "(scheduler: one CPU, equal shares, one slice per pick, steps averaged over 10000 \
+         picks; ns per pick measured in this xtask build ({}){}; fairness: iterations of \
+         three spinners over 3 s, booted with {} CPUs, no icount, largest deviation relative to the \
+         share)",
+        sched::host_build(),
+        if cfg!(debug_assertions) {
+            ", slower than an optimised build: compare them only between runs of this bench"
+        } else {
+            ""
+        },
+        QemuConfig::pvh(&image.dir, None).cpus
     );
     let path = cargo::target_dir().join("bench.json");
     let json = serde_json::to_string_pretty(&results).context("serialising results")?;
@@ -330,7 +419,12 @@ fn ipc_bench(host: &Host) -> Result<IpcFigures> {
 /// Whether a kernel line says one of the benchmark's worlds stopped, exited or was not
 /// created (before `ping: done`, any of these is a failure).
 fn world_ended(text: &str) -> bool {
-    IPC_WORLDS.iter().any(|world| {
+    world_ended_in(&IPC_WORLDS, text)
+}
+
+/// Whether a kernel line says one of `worlds` stopped, exited or was not created.
+fn world_ended_in(worlds: &[&str], text: &str) -> bool {
+    worlds.iter().any(|world| {
         text.strip_prefix("world ")
             .and_then(|rest| rest.strip_prefix(world))
             .is_some_and(|rest| {
@@ -339,6 +433,16 @@ fn world_ended(text: &str) -> bool {
                     || rest.starts_with(": not created")
             })
     })
+}
+
+/// The measurement names of the decision cost with `entities` runnable entities.
+fn decision_names(entities: u16) -> (&'static str, &'static str) {
+    match entities {
+        1 => ("sched_decision_steps_1", "sched_decision_ns_1"),
+        16 => ("sched_decision_steps_16", "sched_decision_ns_16"),
+        128 => ("sched_decision_steps_128", "sched_decision_ns_128"),
+        _ => ("sched_decision_steps", "sched_decision_ns"),
+    }
 }
 
 /// How a round trip of `instructions` compares with the target and the goal.
