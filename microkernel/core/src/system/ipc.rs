@@ -213,14 +213,14 @@ impl System {
     ) -> Result<(), Error> {
         let (endpoint, badge) =
             self.capability_for(sender, slot, ObjectKind::Endpoint, Rights::CALL)?;
-        if self.endpoint_mut(endpoint).is_some_and(|e| e.orphaned) {
-            return Err(Error::PeerStopped);
-        }
         self.check_message(platform, sender)?;
         let receiver = loop {
             let Some(queue) = self.endpoint_mut(endpoint) else {
                 return Err(Error::InvalidCapability);
             };
+            if queue.orphaned {
+                return Err(Error::PeerStopped);
+            }
             match queue.receivers.pop_front() {
                 Some(r)
                     if self
@@ -252,6 +252,21 @@ impl System {
             self.abandon_reply(receiver);
             if let Some(r) = self.world_mut(receiver) {
                 r.reply_to = Some(sender);
+            }
+            if self.donation.is_none() && self.current == Some(sender) {
+                // Donate: the receiver runs now on the caller's scheduling context.
+                if let Some(s) = self.world_mut(sender) {
+                    s.state = WorldState::AwaitingReply { server: receiver };
+                }
+                if let Some(r) = self.world_mut(receiver) {
+                    r.state = WorldState::Running;
+                }
+                self.current = Some(receiver);
+                self.donation = Some(super::Donation {
+                    caller: sender,
+                    server: receiver,
+                });
+                return Ok(());
             }
             self.block(sender, WorldState::AwaitingReply { server: receiver });
             // Switch straight to the receiver if the policy allows: the caller can do
@@ -319,6 +334,56 @@ impl System {
             self.make_ready(sender);
         }
         Ok(())
+    }
+
+    /// `reply_recv` while `server` runs on its caller's donated context, with no message
+    /// already waiting: the reply goes back, the caller resumes on its own context and the
+    /// server waits — without consulting the policy. Returns `false` (nothing done) when
+    /// the conditions do not hold; the ordinary path then runs.
+    pub(super) fn reply_recv_donated(
+        &mut self,
+        platform: &mut impl Platform,
+        server: WorldId,
+        slot: u64,
+    ) -> bool {
+        let Some(donation) = self.donation else {
+            return false;
+        };
+        if donation.server != server || self.current != Some(server) {
+            return false;
+        }
+        let caller = donation.caller;
+        if self.world(server).and_then(|w| w.reply_to) != Some(caller)
+            || self.world(caller).map(|w| w.state) != Some(WorldState::AwaitingReply { server })
+        {
+            return false;
+        }
+        let Ok((endpoint, _)) =
+            self.capability_for(server, slot, ObjectKind::Endpoint, Rights::RECEIVE)
+        else {
+            return false;
+        };
+        if !self
+            .endpoint_mut(endpoint)
+            .is_some_and(|e| e.senders.is_empty() && !e.orphaned)
+            || self.check_message(platform, server).is_err()
+        {
+            return false;
+        }
+        if let Some(w) = self.world_mut(server) {
+            w.reply_to = None;
+            w.state = WorldState::Receiving { endpoint };
+        }
+        self.transfer(platform, server, caller, 0);
+        if let Some(ep) = self.endpoint_mut(endpoint) {
+            let _ = ep.receivers.push_back(server);
+        }
+        if let Some(c) = self.world_mut(caller) {
+            c.state = WorldState::Running;
+        }
+        self.current = Some(caller);
+        self.donation = None;
+        true
     }
 
     /// `reply` to the world waiting for `server`.

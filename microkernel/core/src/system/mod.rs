@@ -278,8 +278,6 @@ pub struct World {
     pub mappings: Vec<Mapping, MAX_MAPPINGS>,
     /// Frames it owns (program, stack, IPC buffer, page tables).
     pub frames: u64,
-    /// System calls made.
-    pub syscalls: u64,
 }
 
 /// What the CPU should do after an event.
@@ -315,6 +313,24 @@ pub struct System {
     resched: bool,
     /// A call just met its receiver: switch straight to it if the policy allows.
     handoff: Option<WorldId>,
+    /// A server running on its caller's scheduling context (see [`Donation`]).
+    donation: Option<Donation>,
+    /// Something became runnable or changed parameters since the last decision, so the
+    /// running world may have to give way (otherwise its armed deadline stands).
+    maybe_preempt: bool,
+}
+
+/// Scheduling-context donation (as in seL4's MCS kernel): a call that meets a waiting
+/// server runs the server at once *on the caller's scheduling context* — the policy still
+/// sees the caller running and charges it — and the server's `reply_recv` hands the CPU
+/// straight back. A round trip then costs the policy nothing. Anything else that changes
+/// what is runnable first ends the donation, telling the policy the truth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Donation {
+    /// The caller, waiting for the reply; the policy believes it runs.
+    pub caller: WorldId,
+    /// The server running on the caller's context.
+    pub server: WorldId,
 }
 
 impl Default for System {
@@ -335,6 +351,8 @@ impl System {
             now: 0,
             resched: false,
             handoff: None,
+            donation: None,
+            maybe_preempt: false,
         }
     }
 
@@ -391,8 +409,26 @@ impl System {
         Some(&mut self.objects.get_mut(id as usize)?.as_mut()?.object)
     }
 
+    /// Ends a donation: the caller is blocked (it waits for a reply) and the server, if it
+    /// can still run, is runnable in its own right; the policy decides afresh.
+    fn end_donation(&mut self) {
+        let Some(donation) = self.donation.take() else {
+            return;
+        };
+        let _ = self.sched.block(donation.caller, self.now);
+        if self
+            .world(donation.server)
+            .is_some_and(|w| matches!(w.state, WorldState::Running | WorldState::Ready))
+        {
+            let _ = self.sched.wake(donation.server, self.now);
+        }
+        self.resched = true;
+    }
+
     /// `id` became runnable.
     fn make_ready(&mut self, id: WorldId) {
+        self.end_donation();
+        self.maybe_preempt = true;
         if let Some(world) = self.world_mut(id)
             && world.state != WorldState::Running
         {
@@ -403,6 +439,7 @@ impl System {
 
     /// `id` stopped being runnable and now is in `state`.
     fn block(&mut self, id: WorldId, state: WorldState) {
+        self.end_donation();
         if let Some(w) = self.world_mut(id) {
             w.state = state;
             let _ = self.sched.block(id, self.now);
@@ -423,14 +460,18 @@ impl System {
             && let Some(id) = self.current
             && let Some(world) = self.world(id)
             && world.state == WorldState::Running
-            && !self.sched.preempt_check(0, now)
+            && !(self.maybe_preempt && self.sched.preempt_check(0, now))
         {
+            let root = world.table.root();
+            self.maybe_preempt = false;
             return Next::World {
                 world: id,
-                root: world.table.root(),
+                root,
                 deadline_ns: None,
             };
         }
+        self.maybe_preempt = false;
+        self.end_donation();
         self.resched = false;
         let decision = match self.handoff.take() {
             Some(to) => self.sched.switch_to(0, to, now),
@@ -551,9 +592,6 @@ impl System {
     pub fn on_syscall(&mut self, platform: &mut impl Platform) -> Next {
         self.now = platform.now_ns();
         if let Some(id) = self.current {
-            if let Some(world) = self.world_mut(id) {
-                world.syscalls += 1;
-            }
             self.syscall(platform, id);
         }
         self.dispatch()

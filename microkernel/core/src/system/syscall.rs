@@ -55,6 +55,9 @@ impl System {
             Syscall::Recv => self.receive(platform, id, a[0]).map(|()| None),
             Syscall::Reply => self.reply(platform, id).map(|()| Some([0; 6])),
             Syscall::ReplyRecv => {
+                if self.reply_recv_donated(platform, id, a[0]) {
+                    return Ok(None);
+                }
                 match self.reply(platform, id) {
                     Ok(()) | Err(Error::NoReplyTarget) => {}
                     Err(e) => return Err(e),
@@ -232,6 +235,7 @@ impl System {
         }
         // A change may make another world due at once (a new reservation): decide again.
         self.resched = true;
+        self.maybe_preempt = true;
         done([0; 6])
     }
 

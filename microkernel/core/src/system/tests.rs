@@ -828,6 +828,126 @@ fn a_faulting_world_is_stopped_and_its_caller_and_memory_are_released() {
 }
 
 #[test]
+fn a_donated_call_survives_the_timer_and_the_policy_never_runs_a_waiting_caller() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, SERVER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Recv,
+        [1, 0, 0, 0, 0, 0],
+    );
+    run_as(&mut system, &mut frame, CLIENT);
+    let next = syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Call,
+        [1, 0, 7, 0, 0, 0],
+    );
+    assert!(
+        matches!(
+            next,
+            Next::World {
+                world: SERVER,
+                deadline_ns: None,
+                ..
+            }
+        ),
+        "{next:?}"
+    );
+    assert!(
+        system.donation.is_some(),
+        "the server runs on the caller's context"
+    );
+    // The timer fires while the server runs: the donation ends and the policy decides,
+    // never choosing the client, which still waits for its reply.
+    for _ in 0..6 {
+        platform
+            .clock
+            .set(platform.clock.get() + crate::sched::SLICE_NS);
+        let next = system.on_timer(&platform);
+        assert!(system.donation.is_none());
+        assert!(
+            !matches!(next, Next::World { world: CLIENT, .. }),
+            "a waiting caller was picked"
+        );
+        assert_eq!(
+            system.world(CLIENT).unwrap().state,
+            WorldState::AwaitingReply { server: SERVER }
+        );
+    }
+    // The server replies the ordinary way; the client gets its answer.
+    run_as(&mut system, &mut frame, SERVER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::ReplyRecv,
+        [1, 0, 70, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, CLIENT).map(|v| v[2]), Ok(70));
+    assert!(matches!(
+        system.world(CLIENT).unwrap().state,
+        WorldState::Ready | WorldState::Running
+    ));
+}
+
+#[test]
+fn a_donated_round_trip_returns_straight_to_the_caller() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, SERVER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Recv,
+        [1, 0, 0, 0, 0, 0],
+    );
+    run_as(&mut system, &mut frame, CLIENT);
+    for round in 0..3u64 {
+        let next = syscall(
+            &mut system,
+            &mut platform,
+            &mut frame,
+            Syscall::Call,
+            [1, 0, round, 0, 0, 0],
+        );
+        assert!(matches!(next, Next::World { world: SERVER, .. }));
+        assert_eq!(frame.rdx, round);
+        let next = syscall(
+            &mut system,
+            &mut platform,
+            &mut frame,
+            Syscall::ReplyRecv,
+            [1, 0, round + 100, 0, 0, 0],
+        );
+        assert!(
+            matches!(
+                next,
+                Next::World {
+                    world: CLIENT,
+                    deadline_ns: None,
+                    ..
+                }
+            ),
+            "{next:?}"
+        );
+        assert_eq!(frame.rdx, round + 100);
+        assert!(system.donation.is_none());
+        assert_eq!(
+            system.world(SERVER).unwrap().state,
+            WorldState::Receiving { endpoint: 3 }
+        );
+    }
+}
+
+#[test]
 fn callers_of_a_stopped_server_are_released_not_left_waiting() {
     let mut platform = FakePlatform::new();
     let mut system = boot(&mut platform);

@@ -382,7 +382,6 @@ impl System {
             reply_to: None,
             mappings: Vec::new(),
             frames,
-            syscalls: 0,
         });
         self.make_ready(id);
         Ok(())

@@ -9,6 +9,8 @@ use super::cpu;
 
 static TSC_AT_ENTRY: AtomicU64 = AtomicU64::new(0);
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
+/// Nanoseconds per TSC cycle as a 32.32 fixed-point number (no division on the hot path).
+static NS_PER_CYCLE_FP32: AtomicU64 = AtomicU64::new(0);
 
 /// Records the TSC at kernel entry; timestamps count from here.
 pub fn mark_entry() {
@@ -23,6 +25,7 @@ pub fn cycles_since_entry() -> u64 {
 /// Records the calibrated TSC rate.
 pub fn set_tsc_khz(khz: u64) {
     TSC_KHZ.store(khz, Ordering::Relaxed);
+    NS_PER_CYCLE_FP32.store((1_000_000u64 << 32) / khz.max(1), Ordering::Relaxed);
 }
 
 /// The calibrated TSC rate in kHz (0 before calibration).
@@ -32,11 +35,8 @@ pub fn tsc_khz() -> u64 {
 
 /// Nanoseconds since kernel entry (0 until the TSC is calibrated).
 pub fn nanos_since_boot() -> u64 {
-    let khz = tsc_khz();
-    if khz == 0 {
-        return 0;
-    }
-    (u128::from(cycles_since_entry()) * 1_000_000 / u128::from(khz)) as u64
+    let factor = NS_PER_CYCLE_FP32.load(Ordering::Relaxed);
+    ((u128::from(cycles_since_entry()) * u128::from(factor)) >> 32) as u64
 }
 
 /// Microseconds since kernel entry (0 until the TSC is calibrated).
