@@ -276,8 +276,55 @@ pub struct World {
     pub reply_to: Option<WorldId>,
     /// Regions mapped with `memory_map`.
     pub mappings: Vec<Mapping, MAX_MAPPINGS>,
+    /// What it may still write to the log (see [`LogBudget`]).
+    pub log_budget: LogBudget,
     /// Frames it owns (program, stack, IPC buffer, page tables).
     pub frames: u64,
+}
+
+/// A world's share of the log line: a token bucket of bytes. The kernel writes the serial
+/// port synchronously with interrupts off, so without a budget one chatty world could
+/// stall the whole machine on a real 115200-baud line (~11 KB/s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogBudget {
+    /// Bytes it may write now.
+    pub tokens: u64,
+    /// When `tokens` was last refilled (ns).
+    pub refilled_at: u64,
+    /// Bytes refused since its last successful write.
+    pub dropped: u64,
+}
+
+impl LogBudget {
+    /// Bytes per second each world may log, sustained.
+    pub const RATE_BYTES_PER_S: u64 = 8 * 1024;
+    /// Bytes a world may log in one burst (a server's start-up lines fit easily).
+    pub const BURST_BYTES: u64 = 32 * 1024;
+
+    /// A full bucket at `now`.
+    pub const fn full(now: u64) -> Self {
+        Self {
+            tokens: Self::BURST_BYTES,
+            refilled_at: now,
+            dropped: 0,
+        }
+    }
+
+    /// Takes `bytes` at `now` if the bucket holds them.
+    pub fn take(&mut self, bytes: u64, now: u64) -> bool {
+        let elapsed = now.saturating_sub(self.refilled_at);
+        let earned = elapsed.saturating_mul(Self::RATE_BYTES_PER_S) / 1_000_000_000;
+        if earned > 0 {
+            self.tokens = self.tokens.saturating_add(earned).min(Self::BURST_BYTES);
+            self.refilled_at = now;
+        }
+        if bytes > self.tokens {
+            self.dropped = self.dropped.saturating_add(bytes);
+            return false;
+        }
+        self.tokens -= bytes;
+        true
+    }
 }
 
 /// What the CPU should do after an event.

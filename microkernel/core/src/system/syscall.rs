@@ -258,14 +258,26 @@ impl System {
         let mut buffer = [0u8; MAX_PAYLOAD];
         let payload = &mut buffer[..length as usize];
         self.copy_from_user(platform, id, pointer, payload)?;
-        let Some(world) = self.world(id) else {
+        let now = self.now;
+        let Some(world) = self.world_mut(id) else {
             return Err(Error::InvalidArgument);
         };
-        platform.log_packet(
-            if text { Kind::Text } else { Kind::Defmt },
-            world.source,
-            payload,
-        );
+        if !world.log_budget.take(length, now) {
+            return Err(Error::WouldBlock);
+        }
+        let (source, dropped) = (world.source, core::mem::take(&mut world.log_budget.dropped));
+        if dropped > 0 {
+            let mut line: heapless::String<120> = heapless::String::new();
+            let _ = core::fmt::write(
+                &mut line,
+                format_args!(
+                    "world {}: {dropped} log bytes dropped (over its log budget)\n",
+                    world.name
+                ),
+            );
+            platform.log_packet(Kind::Text, crate::logframe::KERNEL_SOURCE, line.as_bytes());
+        }
+        platform.log_packet(if text { Kind::Text } else { Kind::Defmt }, source, payload);
         done([0; 6])
     }
 

@@ -1047,6 +1047,64 @@ fn log_copies_from_user_memory_and_refuses_bad_pointers() {
 }
 
 #[test]
+fn a_chatty_world_is_held_to_its_log_budget_and_told_what_was_dropped() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, CLIENT);
+    let text = |len: u64| len | (1 << 63);
+    let pointer = layout::IPC_BUFFER + IPC_DATA_OFFSET as u64;
+    let mut written = 0;
+    loop {
+        syscall(
+            &mut system,
+            &mut platform,
+            &mut frame,
+            Syscall::Log,
+            [pointer, text(1000), 0, 0, 0, 0],
+        );
+        match result_of(&system, CLIENT) {
+            Ok(_) => written += 1000,
+            Err(e) => {
+                assert_eq!(e, Error::WouldBlock);
+                break;
+            }
+        }
+        assert!(written <= LogBudget::BURST_BYTES, "no budget enforced");
+    }
+    assert!(written > LogBudget::BURST_BYTES - 1000);
+    // One second later the world has earned RATE bytes back, and is told what it lost.
+    platform.clock.set(platform.clock.get() + 1_000_000_000);
+    run_as(&mut system, &mut frame, CLIENT);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Log,
+        [pointer, text(100), 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, CLIENT), Ok([0; 6]));
+    assert!(
+        platform
+            .texts()
+            .iter()
+            .any(|t| t.contains("world client: 1000 log bytes dropped")),
+        "{:?}",
+        platform.texts()
+    );
+    // Other worlds keep their own budgets.
+    run_as(&mut system, &mut frame, SERVER);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::Log,
+        [pointer, text(1000), 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, SERVER), Ok([0; 6]));
+}
+
+#[test]
 fn interrupts_arrive_as_notifications_and_are_masked_until_acknowledged() {
     let mut platform = FakePlatform::new();
     let mut system = boot(&mut platform);

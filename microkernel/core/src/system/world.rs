@@ -381,6 +381,7 @@ impl System {
             ipc_buffer,
             reply_to: None,
             mappings: Vec::new(),
+            log_budget: super::LogBudget::full(self.now),
             frames,
         });
         self.make_ready(id);
