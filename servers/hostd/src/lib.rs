@@ -291,23 +291,9 @@ mod tests {
 
     #[test]
     fn callers_without_the_status_bit_are_denied_and_malformed_requests_refused() {
-        let mut client = Loopback::<HostdProtocol, _>::client(Hostd::new(), badge::encode(1, 0b10));
-        assert_eq!(client.status(), Err(ChannelError::Denied));
-        let loopback = client.transport_mut();
-        loopback.set_badge(HOSTD);
-        loopback.with_data(|data| data[..2].copy_from_slice(&[0, 0]));
-        let reply = loopback
-            .call(0, esker_rt::abi::MessageInfo::new(0, 2, 0).unwrap())
-            .unwrap();
-        assert_eq!(
-            reply.info.label(),
-            esker_rt::channel::ReplyStatus::DecodeError as u32,
-            "trailing byte"
-        );
-        let status = client.status().unwrap();
-        assert_eq!(
-            (status.counter("denied"), status.counter("malformed")),
-            (Some(1), Some(1))
+        esker_rt::channel::loopback::assert_refuses_denied_and_malformed::<HostdProtocol, _>(
+            Hostd::new,
+            1,
         );
     }
 }

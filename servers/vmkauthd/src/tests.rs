@@ -201,3 +201,11 @@ proptest! {
         prop_assert_eq!(authority.verify(&ticket, now), Err(TicketError::Forged));
     }
 }
+
+#[test]
+fn callers_without_the_status_bit_are_denied_and_malformed_requests_refused() {
+    esker_rt::channel::loopback::assert_refuses_denied_and_malformed::<Auth, _>(
+        || Vmkauthd::new(KEY, FakeClock(0)),
+        3,
+    );
+}

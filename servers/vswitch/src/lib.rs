@@ -161,9 +161,7 @@ impl<M: RingMemory, D: Doorbell> Service<Vswitch> for VswitchServer<M, D> {
 mod tests {
     use core::cell::Cell;
 
-    use esker_rt::ChannelError;
-    use esker_rt::abi::{MessageInfo, badge};
-    use esker_rt::channel::Transport;
+    use esker_rt::abi::badge;
     use esker_rt::channel::loopback::Loopback;
     use esker_rt::ring::{CellMemory, HEAD_OFFSET, Producer};
 
@@ -235,26 +233,10 @@ mod tests {
     }
 
     #[test]
-    fn callers_without_the_status_bit_are_denied() {
-        let mut client =
-            Loopback::<Vswitch, _>::client(VswitchServer::new(), badge::encode(2, 0b10));
-        assert_eq!(client.status(), Err(ChannelError::Denied));
-        client.transport_mut().set_badge(STATUS);
-        assert_eq!(client.status().unwrap().counter("denied"), Some(1));
-    }
-
-    #[test]
-    fn malformed_requests_are_refused_and_counted() {
-        let mut loopback = Loopback::<Vswitch, _>::new(VswitchServer::new(), STATUS);
-        loopback.with_data(|data| data[0] = 7);
-        let reply = loopback
-            .call(0, MessageInfo::new(0, 1, 0).unwrap())
-            .unwrap();
-        assert_eq!(
-            reply.info.label(),
-            esker_rt::channel::ReplyStatus::DecodeError as u32
+    fn callers_without_the_status_bit_are_denied_and_malformed_requests_refused() {
+        esker_rt::channel::loopback::assert_refuses_denied_and_malformed::<Vswitch, _>(
+            VswitchServer::new,
+            2,
         );
-        let mut client = esker_rt::Client::<Vswitch, _>::new(0, loopback);
-        assert_eq!(client.status().unwrap().counter("malformed"), Some(1));
     }
 }

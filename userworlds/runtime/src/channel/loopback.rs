@@ -97,3 +97,48 @@ impl<P: Protocol, S: Service<P>> Transport for Loopback<P, S> {
         Err(Error::InvalidCapability)
     }
 }
+
+/// The two refusals every server's channel must make, checked for a status-answering
+/// service built by `make` (for servers' host tests): a caller whose badge lacks the
+/// `status` bit is denied, a malformed request is refused with `DecodeError`, and both are
+/// counted in the server's status (`denied`, `malformed`). Panics naming the protocol and
+/// the broken rule otherwise.
+pub fn assert_refuses_denied_and_malformed<P, S>(make: impl Fn() -> S, client: u16)
+where
+    P: esker_protocols::StatusProtocol,
+    S: Service<P>,
+{
+    use super::{ChannelError, ReplyStatus};
+    let status_bit = badge::encode(client, 1);
+    let mut denied = Loopback::<P, S>::client(make(), badge::encode(client, 0b10));
+    assert_eq!(
+        denied.status(),
+        Err(ChannelError::Denied),
+        "{}: a caller without the status bit got through",
+        P::NAME
+    );
+    denied.transport_mut().set_badge(status_bit);
+    assert_eq!(
+        denied.status().ok().and_then(|s| s.counter("denied")),
+        Some(1),
+        "{}: the refusal was not counted",
+        P::NAME
+    );
+    let mut loopback = Loopback::<P, S>::new(make(), status_bit);
+    loopback.with_data(|data| data[0] = 7);
+    let info = MessageInfo::new(0, 1, 0).unwrap_or_default();
+    let reply = loopback.call(0, info).ok().map(|r| r.info.label());
+    assert_eq!(
+        reply,
+        Some(ReplyStatus::DecodeError as u32),
+        "{}: a malformed request was not refused",
+        P::NAME
+    );
+    let mut client = Client::<P, _>::new(0, loopback);
+    assert_eq!(
+        client.status().ok().and_then(|s| s.counter("malformed")),
+        Some(1),
+        "{}: the malformed request was not counted",
+        P::NAME
+    );
+}
