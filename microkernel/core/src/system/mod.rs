@@ -327,6 +327,19 @@ impl LogBudget {
     }
 }
 
+/// Sends one line of kernel text (a report about a world) on the log line. The host
+/// decoder shows text by lines, so the line ends here, once, for every caller.
+pub(super) fn kernel_line(platform: &mut impl Platform, args: core::fmt::Arguments<'_>) {
+    let mut line: String<256> = String::new();
+    let _ = core::fmt::write(&mut line, args);
+    if line.push('\n').is_err() {
+        // A line too long for the buffer is sent cut, but still as a line.
+        line.pop();
+        let _ = line.push('\n');
+    }
+    platform.log_packet(Kind::Text, crate::logframe::KERNEL_SOURCE, line.as_bytes());
+}
+
 /// What the CPU should do after an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -621,15 +634,13 @@ impl System {
             && let Some(world) = self.world(id)
         {
             let (name, r) = (world.name.clone(), world.registers);
-            let mut line: String<200> = String::new();
-            let _ = core::fmt::write(
-                &mut line,
+            kernel_line(
+                platform,
                 format_args!(
-                    "world {name} stopped: {describe} (vector {}, error code {:#x}) at rip {:#x}, address {fault_address:#x}\n",
+                    "world {name} stopped: {describe} (vector {}, error code {:#x}) at rip {:#x}, address {fault_address:#x}",
                     r.vector, r.error_code, r.rip
                 ),
             );
-            platform.log_packet(Kind::Text, crate::logframe::KERNEL_SOURCE, line.as_bytes());
             self.stop_world(platform, id);
         }
         self.dispatch()

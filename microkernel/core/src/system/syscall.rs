@@ -9,7 +9,7 @@
 use esker_abi::{CapSlot, Error, IPC_DATA_OFFSET, KernelInfo, ObjectKind, Rights, Syscall, layout};
 
 use super::world::{ScratchFrames, missing_tables};
-use super::{MAX_MAPPINGS, Mapping, Object, Platform, System, WorldState};
+use super::{MAX_MAPPINGS, Mapping, Object, Platform, System, WorldState, kernel_line};
 use crate::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::cap::WorldId;
 use crate::logframe::{Kind, MAX_PAYLOAD};
@@ -147,13 +147,11 @@ impl System {
                 Ok(None)
             }
             Syscall::Exit => {
-                let mut line: heapless::String<96> = heapless::String::new();
                 let name = self.world(id).map(|w| w.name.clone()).unwrap_or_default();
-                let _ = core::fmt::write(
-                    &mut line,
-                    format_args!("world {name} exited with code {}\n", a[0] as i64),
+                kernel_line(
+                    platform,
+                    format_args!("world {name} exited with code {}", a[0] as i64),
                 );
-                platform.log_packet(Kind::Text, crate::logframe::KERNEL_SOURCE, line.as_bytes());
                 self.stop_world(platform, id);
                 Ok(None)
             }
@@ -223,14 +221,12 @@ impl System {
                     .map(|w| w.name.clone())
                     .unwrap_or_default(),
             );
-            let mut line: heapless::String<240> = heapless::String::new();
-            let _ = core::fmt::write(
-                &mut line,
+            kernel_line(
+                platform,
                 format_args!(
-                    "world {caller}: scheduling change of world {name} refused: {refusal}\n"
+                    "world {caller}: scheduling change of world {name} refused: {refusal}"
                 ),
             );
-            platform.log_packet(Kind::Text, crate::logframe::KERNEL_SOURCE, line.as_bytes());
             return Err(Error::NotAdmitted);
         }
         // A change may make another world due at once (a new reservation): decide again.
@@ -267,15 +263,11 @@ impl System {
         }
         let (source, dropped) = (world.source, core::mem::take(&mut world.log_budget.dropped));
         if dropped > 0 {
-            let mut line: heapless::String<120> = heapless::String::new();
-            let _ = core::fmt::write(
-                &mut line,
-                format_args!(
-                    "world {}: {dropped} log bytes dropped (over its log budget)\n",
-                    world.name
-                ),
+            let name = world.name.clone();
+            kernel_line(
+                platform,
+                format_args!("world {name}: {dropped} log bytes dropped (over its log budget)"),
             );
-            platform.log_packet(Kind::Text, crate::logframe::KERNEL_SOURCE, line.as_bytes());
         }
         platform.log_packet(if text { Kind::Text } else { Kind::Defmt }, source, payload);
         done([0; 6])

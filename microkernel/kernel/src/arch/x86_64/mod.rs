@@ -4,6 +4,18 @@
 //! the invariant it relies on. Logic that can be written without hardware lives in
 //! `esker-kernel-core` instead.
 
+/// The instructions (AT&T syntax) that push the general registers in the order
+/// `Registers` lays them out (its lowest field, `r15`, pushed last). Both entry stubs —
+/// `syscall_entry` and `trap_common` — splice in this one copy, and `resume_from_rax` pops
+/// in the reverse order.
+macro_rules! push_general_registers {
+    () => {
+        "pushq %rax\n pushq %rbx\n pushq %rcx\n pushq %rdx\n pushq %rsi\n pushq %rdi\n \
+         pushq %rbp\n pushq %r8\n pushq %r9\n pushq %r10\n pushq %r11\n pushq %r12\n \
+         pushq %r13\n pushq %r14\n pushq %r15\n"
+    };
+}
+
 pub mod boot;
 pub mod cpu;
 pub mod gdt;

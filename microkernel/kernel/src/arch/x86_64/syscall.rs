@@ -86,22 +86,9 @@ syscall_entry:
     pushq %rcx
     pushq $0
     pushq ${vector}
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
-    movq %rsp, %rdi
+"#,
+    push_general_registers!(),
+    r#"    movq %rsp, %rdi
     movq %gs:{kernel_stack}, %rsp
     call {dispatch}
 

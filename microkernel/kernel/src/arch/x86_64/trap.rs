@@ -50,22 +50,9 @@ trap_stubs:
 
 trap_common:
     cld
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
-    movq %rsp, %rdi
+"#,
+    push_general_registers!(),
+    r#"    movq %rsp, %rdi
     /* From user mode the frame was pushed into the world's own register area (TSS.RSP0):
        take the kernel's GS and move to the kernel stack. From kernel mode (the idle loop,
        or a fault in the kernel) stay where we are. */
