@@ -9,8 +9,15 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
+
+pub mod config;
+pub mod decode;
+pub mod devices;
+pub mod loader;
+pub mod memory;
 
 use esker_protocols::vmx::{Reply, Request, Vmx};
 use esker_protocols::{ServerState, Status};
