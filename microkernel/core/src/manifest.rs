@@ -25,7 +25,7 @@ pub const MAX_BINARIES: usize = 16;
 /// First bytes of every bundle.
 pub const BUNDLE_MAGIC: [u8; 8] = *b"ESKRBNDL";
 /// Bundle format version; bump on any change to the types below.
-pub const BUNDLE_VERSION: u32 = 1;
+pub const BUNDLE_VERSION: u32 = 2;
 
 // The decoded bundle is held in a kernel static but passes through the boot stack once.
 const _: () = assert!(core::mem::size_of::<Bundle<'static>>() <= 32 * 1024);
@@ -113,6 +113,26 @@ pub enum ObjectSpec<'a> {
         /// The notification bit it sets.
         bit: u8,
     },
+    /// A virtual machine (nested page table + ASID), run by its monitor world.
+    Vm {
+        /// The VM's name.
+        name: &'a str,
+    },
+    /// A virtual CPU of a VM.
+    Vcpu {
+        /// Its name (`<vm>-vcpu<n>`).
+        name: &'a str,
+        /// Index (into [`CompiledManifest::objects`]) of its VM.
+        vm: u16,
+    },
+    /// Read-only memory holding a file from the bundle (a VM's package: its configuration,
+    /// kernel and initrd), filled at boot.
+    Package {
+        /// Its name.
+        name: &'a str,
+        /// The bundle binary whose bytes it holds.
+        binary: &'a str,
+    },
 }
 
 impl ObjectSpec<'_> {
@@ -128,6 +148,9 @@ impl ObjectSpec<'_> {
             Self::IoPorts { .. } => K::IoPorts,
             Self::Mmio { .. } => K::Mmio,
             Self::Interrupt { .. } => K::Interrupt,
+            Self::Vm { .. } => K::Vm,
+            Self::Vcpu { .. } => K::Vcpu,
+            Self::Package { .. } => K::Memory,
         }
     }
 
@@ -141,7 +164,10 @@ impl ObjectSpec<'_> {
             | Self::Memory { name, .. }
             | Self::IoPorts { name, .. }
             | Self::Mmio { name, .. }
-            | Self::Interrupt { name, .. } => name,
+            | Self::Interrupt { name, .. }
+            | Self::Vm { name }
+            | Self::Vcpu { name, .. }
+            | Self::Package { name, .. } => name,
         }
     }
 }
@@ -306,6 +332,20 @@ impl<'a> Bundle<'a> {
             }
         }
         for object in &self.manifest.objects {
+            match object {
+                ObjectSpec::Vcpu { vm, .. }
+                    if !matches!(
+                        self.manifest.objects.get(usize::from(*vm)),
+                        Some(ObjectSpec::Vm { .. })
+                    ) =>
+                {
+                    return Err(BundleError::BadObjectIndex);
+                }
+                ObjectSpec::Package { binary, .. } if self.binary(binary).is_none() => {
+                    return Err(BundleError::MissingBinary);
+                }
+                _ => {}
+            }
             if let ObjectSpec::Interrupt {
                 notification, bit, ..
             } = object
@@ -412,6 +452,20 @@ impl<'a> BundleView<'a> {
             }
         }
         for object in view.objects() {
+            match object {
+                ObjectSpec::Vcpu { vm, .. }
+                    if !matches!(
+                        view.objects().nth(usize::from(vm)),
+                        Some(ObjectSpec::Vm { .. })
+                    ) =>
+                {
+                    return Err(BundleError::BadObjectIndex);
+                }
+                ObjectSpec::Package { binary, .. } if view.binary(binary).is_none() => {
+                    return Err(BundleError::MissingBinary);
+                }
+                _ => {}
+            }
             if let ObjectSpec::Interrupt {
                 notification, bit, ..
             } = object

@@ -169,6 +169,9 @@ pub extern "C" fn kernel_entry(protocol: u32, info_paddr: u32, loader_magic: u32
     );
 
     log_virtualization(&features);
+    if arch::x86_64::svm::enable(&features) {
+        defmt::info!("svm: enabled; virtual machines can run");
+    }
 
     let calibration = lapic::init(|phys| memory::map_mmio(phys, 4096));
     cpu::enable_interrupts();

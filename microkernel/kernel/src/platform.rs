@@ -8,7 +8,10 @@ use esker_kernel_core::system::Platform;
 use x86_64::instructions::port::Port;
 use x86_64::registers::control::Cr3;
 
-use crate::arch::x86_64::{pic, time};
+use esker_kernel_core::virt::svm::{HostLimits, Vmcb};
+use esker_kernel_core::virt::vcpu::GeneralRegisters;
+
+use crate::arch::x86_64::{pic, svm, time};
 use crate::memory::{self, OffsetPhysMemory};
 
 /// The one platform: memory through the direct map, ports, the PIC, COM1.
@@ -107,6 +110,27 @@ impl Platform for KernelPlatform {
 
     fn now_ns(&self) -> u64 {
         time::nanos_since_boot()
+    }
+
+    fn with_vcpu<R>(
+        &mut self,
+        vmcb: PhysFrame,
+        state: PhysFrame,
+        f: impl FnOnce(&mut Vmcb, &mut GeneralRegisters) -> R,
+    ) -> R {
+        let vmcb_pointer = (memory::DIRECT_MAP_BASE + vmcb.start().as_u64()) as *mut Vmcb;
+        let gprs_pointer =
+            (memory::DIRECT_MAP_BASE + state.start().as_u64()) as *mut GeneralRegisters;
+        // SAFETY: the system passes the two frames it allocated for one vCPU (a VMCB, 4 KiB
+        // and page-aligned like `Vmcb`; a register page starting with the registers),
+        // reached through the direct map; both are plain data valid for any bit pattern,
+        // the kernel is not preemptible and the CPU writes them only inside `svm::run`, so
+        // these are the only references while `f` runs.
+        unsafe { f(&mut *vmcb_pointer, &mut *gprs_pointer) }
+    }
+
+    fn svm_limits(&self) -> Option<HostLimits> {
+        svm::limits()
     }
 }
 

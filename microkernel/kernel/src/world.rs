@@ -10,11 +10,11 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use esker_kernel_core::manifest::{BundleError, BundleView};
-use esker_kernel_core::system::{Next, Registers, System};
+use esker_kernel_core::system::{Next, Registers, System, VmExitAction};
 use spin::Mutex;
 use x86_64::registers::control::Cr3;
 
-use crate::arch::x86_64::{lapic, syscall};
+use crate::arch::x86_64::{lapic, svm, syscall};
 use crate::platform::{self, KernelPlatform};
 
 /// The bundle (`cargo xtask image` packs the manifest and every world's program into it).
@@ -83,25 +83,45 @@ pub fn start() -> ! {
 /// its address space is loaded and its register area becomes the save area of the next
 /// entry from user mode; otherwise the idle context.
 fn resume(system: &mut System, next: Next) -> *const Registers {
-    let (Next::World { deadline_ns, .. } | Next::Idle { deadline_ns }) = next;
-    if let Some(nanos) = deadline_ns {
-        lapic::arm_oneshot(nanos);
-    }
-    match next {
-        Next::World { world, root, .. } => {
-            if Cr3::read_raw().0.start_address().as_u64() != root.start().as_u64() {
-                platform::switch_to(root);
-            }
-            match system.registers_mut(world) {
-                Some(registers) => {
-                    let area: *const Registers = registers;
-                    syscall::set_save_area(area);
-                    area
+    let mut next = next;
+    loop {
+        let (Next::World { deadline_ns, .. } | Next::Idle { deadline_ns }) = next;
+        if let Some(nanos) = deadline_ns {
+            lapic::arm_oneshot(nanos);
+        }
+        let Next::World { world, root, .. } = next else {
+            return syscall::idle_frame();
+        };
+        let mut platform = KernelPlatform::new();
+        if let Some(guest) = system.guest_entry(&platform, world) {
+            // The world runs its vCPU: enter the guest. (The system lock stays held: one
+            // CPU, and nothing else takes it while the guest runs.)
+            svm::run(guest.vmcb, guest.state);
+            match system.on_vmexit(&mut platform, world) {
+                // A host interrupt made the guest exit and is still pending: the idle
+                // context takes it at once, and the scheduler resumes the guest after.
+                VmExitAction::HostInterrupt => return syscall::idle_frame(),
+                VmExitAction::Resume => {
+                    next = Next::World {
+                        world,
+                        root,
+                        deadline_ns: None,
+                    };
+                    continue;
                 }
-                None => syscall::idle_frame(),
             }
         }
-        Next::Idle { .. } => syscall::idle_frame(),
+        if Cr3::read_raw().0.start_address().as_u64() != root.start().as_u64() {
+            platform::switch_to(root);
+        }
+        return match system.registers_mut(world) {
+            Some(registers) => {
+                let area: *const Registers = registers;
+                syscall::set_save_area(area);
+                area
+            }
+            None => syscall::idle_frame(),
+        };
     }
 }
 

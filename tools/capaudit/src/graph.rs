@@ -281,7 +281,14 @@ fn object_node(manifest: &Manifest, object: &CompiledObject) -> ObjectNode {
         CompiledObject::Memory { name, size_kib } => {
             node.owner_vm = manifest
                 .memory_region(name)
-                .and_then(|m| m.owner_vm.clone());
+                .and_then(|m| m.owner_vm.clone())
+                .or_else(|| {
+                    manifest
+                        .vms
+                        .iter()
+                        .find(|vm| *name == format!("{}-ram", vm.name))
+                        .map(|vm| vm.name.clone())
+                });
             node.detail = format!("{size_kib} KiB");
             if let Some(vm) = &node.owner_vm {
                 node.detail += &format!(", vm {vm}");
@@ -296,6 +303,20 @@ fn object_node(manifest: &Manifest, object: &CompiledObject) -> ObjectNode {
         } => {
             node.detail = format!("line {line}");
             node.signals = Some(usize::from(*notification));
+        }
+        CompiledObject::Vm { name } => {
+            node.owner_vm = Some(name.clone());
+            if let Some(vm) = manifest.vms.iter().find(|vm| vm.name == *name) {
+                node.detail = format!("{} MiB, {} vCPUs", vm.memory_mb, vm.vcpus);
+            }
+        }
+        CompiledObject::Vcpu { name, vm } => {
+            node.owner_vm = name.rsplit_once("-vcpu").map(|(vm, _)| vm.to_owned());
+            node.detail = format!("of object {vm}");
+        }
+        CompiledObject::Package { name, binary } => {
+            node.owner_vm = name.strip_suffix("-package").map(str::to_owned);
+            node.detail = format!("from {binary}");
         }
         CompiledObject::Log { .. }
         | CompiledObject::Notification { .. }

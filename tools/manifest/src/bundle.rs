@@ -40,6 +40,21 @@ pub fn build_bundle(
             .push(Binary { name, elf })
             .map_err(|_| format!("more than {MAX_BINARIES} distinct binaries; a bundle carries at most {MAX_BINARIES}"))?;
     }
+    for vm in &manifest.vms {
+        let Some(package) = &vm.package else { continue };
+        if packed.iter().any(|b| b.name == package) {
+            continue;
+        }
+        let Some((name, bytes)) = binaries.iter().find(|(name, _)| name == package) else {
+            return Err(format!(
+                "vm \"{}\" needs package \"{package}\", which was not provided",
+                vm.name
+            ));
+        };
+        packed
+            .push(Binary { name, elf: bytes })
+            .map_err(|_| format!("more than {MAX_BINARIES} distinct binaries; a bundle carries at most {MAX_BINARIES}"))?;
+    }
     let bundle = Bundle {
         manifest: kernel,
         binaries: packed,

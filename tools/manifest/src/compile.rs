@@ -122,6 +122,25 @@ pub enum CompiledObject {
         /// Size in bytes.
         size: u64,
     },
+    /// A virtual machine.
+    Vm {
+        /// Its name.
+        name: String,
+    },
+    /// A virtual CPU.
+    Vcpu {
+        /// `<vm>-vcpu<n>`.
+        name: String,
+        /// Index of its VM.
+        vm: u16,
+    },
+    /// A VM's package, filled from a bundle binary.
+    Package {
+        /// `<vm>-package`.
+        name: String,
+        /// The binary.
+        binary: String,
+    },
     /// An interrupt line.
     Interrupt {
         /// Device name.
@@ -157,6 +176,9 @@ impl CompiledObject {
                 phys: *phys,
                 size: *size,
             },
+            Self::Vm { name } => ObjectSpec::Vm { name },
+            Self::Vcpu { name, vm } => ObjectSpec::Vcpu { name, vm: *vm },
+            Self::Package { name, binary } => ObjectSpec::Package { name, binary },
             Self::Interrupt {
                 name,
                 line,
@@ -186,7 +208,10 @@ impl CompiledObject {
             | Self::Memory { name, .. }
             | Self::IoPorts { name, .. }
             | Self::Mmio { name, .. }
-            | Self::Interrupt { name, .. } => name,
+            | Self::Interrupt { name, .. }
+            | Self::Vm { name }
+            | Self::Vcpu { name, .. }
+            | Self::Package { name, .. } => name,
         }
     }
 }
@@ -304,6 +329,9 @@ impl Manifest {
         for device in &self.devices {
             out.add_device(device);
         }
+        for vm in &self.vms {
+            out.add_vm(vm);
+        }
         let worlds = self
             .worlds
             .iter()
@@ -370,6 +398,79 @@ impl Objects {
     /// Index of the first object matching `pred`.
     fn find(&self, pred: impl Fn(&CompiledObject) -> bool) -> Option<u16> {
         self.objects.iter().position(pred).map(index)
+    }
+
+    /// A VM's objects: the VM, its RAM (`<vm>-ram`), its vCPUs and its package.
+    fn add_vm(&mut self, vm: &crate::model::Vm) {
+        let origin = format!("vm \"{}\"", vm.name);
+        let machine = self.add(
+            CompiledObject::Vm {
+                name: vm.name.clone(),
+            },
+            origin.clone(),
+            vm.line,
+        );
+        self.add(
+            CompiledObject::Memory {
+                name: format!("{}-ram", vm.name),
+                size_kib: vm.memory_mb.saturating_mul(1024),
+            },
+            origin.clone(),
+            vm.line,
+        );
+        for n in 0..vm.vcpus {
+            self.add(
+                CompiledObject::Vcpu {
+                    name: format!("{}-vcpu{n}", vm.name),
+                    vm: machine,
+                },
+                origin.clone(),
+                vm.line,
+            );
+        }
+        if let Some(binary) = &vm.package {
+            self.add(
+                CompiledObject::Package {
+                    name: format!("{}-package", vm.name),
+                    binary: binary.clone(),
+                },
+                origin,
+                vm.line,
+            );
+        }
+    }
+
+    /// The capabilities a monitor holds on its VM: `vm` (map guest memory), `memory:guest-ram`
+    /// (its RAM, to map into the VM and into itself), `vcpu:<n>` (run), and
+    /// `memory:vm-package` (read the package).
+    fn vm_caps(&self, caps: &mut Caps, vm: &crate::model::Vm) {
+        let named = |kind: ObjectKind, name: &str| {
+            self.find(|o| o.kind() == kind && o.name() == name)
+        };
+        if let Some(object) = named(ObjectKind::Vm, &vm.name) {
+            caps.push("vm".into(), object, Rights::MAP | Rights::READ, 0);
+        }
+        if let Some(object) = named(ObjectKind::Memory, &format!("{}-ram", vm.name)) {
+            caps.push(
+                "memory:guest-ram".into(),
+                object,
+                Rights::READ | Rights::WRITE | Rights::EXECUTE | Rights::MAP,
+                0,
+            );
+        }
+        for n in 0..vm.vcpus {
+            if let Some(object) = named(ObjectKind::Vcpu, &format!("{}-vcpu{n}", vm.name)) {
+                caps.push(format!("vcpu:{n}"), object, Rights::READ | Rights::WRITE, 0);
+            }
+        }
+        if let Some(object) = named(ObjectKind::Memory, &format!("{}-package", vm.name)) {
+            caps.push(
+                "memory:vm-package".into(),
+                object,
+                Rights::READ | Rights::MAP,
+                0,
+            );
+        }
     }
 
     fn world(
@@ -447,6 +548,9 @@ impl Objects {
             if n.signallers.iter().any(|s| s == me) {
                 caps.push(format!("signal:{}", n.name), object, Rights::SIGNAL, 0);
             }
+        }
+        for vm in manifest.vms.iter().filter(|vm| vm.monitor == me) {
+            self.vm_caps(&mut caps, vm);
         }
         for target in &world.controls {
             if let Some(object) =

@@ -26,6 +26,25 @@ pub struct Manifest {
     pub memory: Vec<MemoryRegion>,
     /// Notifications.
     pub notifications: Vec<Notification>,
+    /// Virtual machines powered on at boot.
+    pub vms: Vec<Vm>,
+}
+
+/// A `[vms.<name>]` table: a VM powered on at boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vm {
+    /// Unique name.
+    pub name: String,
+    /// The world that monitors it (holds its vm, vcpu, RAM and package capabilities).
+    pub monitor: String,
+    /// Guest RAM in MiB.
+    pub memory_mb: u32,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// The bundle binary holding its package (configuration, kernel, initrd), if any.
+    pub package: Option<String>,
+    /// Line of its declaration.
+    pub line: usize,
 }
 
 /// A `[worlds.<name>]` table.

@@ -53,7 +53,7 @@ fn unknown_section() {
     check(
         "unknown_section.toml",
         &[
-            "system.toml:5: unknown section \"channel\" (expected one of: worlds, channels, devices, memory, notifications)",
+            "system.toml:5: unknown section \"channel\" (expected one of: worlds, channels, devices, memory, notifications, vms)",
         ],
     );
 }
@@ -381,6 +381,17 @@ fn grant_to_a_world_that_is_not_a_client() {
         "grant_to_non_client.toml",
         &[
             "system.toml:13: channel \"auth\": grant names \"vmkauthd\", which is not one of its clients",
+        ],
+    );
+}
+
+#[test]
+fn vm_errors() {
+    check(
+        "vm_errors.toml",
+        &[
+            "system.toml:9: vm \"b\": memory_mb = 4096 is out of range (1..=3072)",
+            "system.toml:12: vm \"c\": monitor \"nobody\" is not a declared world",
         ],
     );
 }

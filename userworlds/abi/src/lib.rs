@@ -98,11 +98,37 @@ pub enum Syscall {
     /// dispatches)`: a world's CPU accounting, through a World capability with
     /// [`Rights::READ`] (esxtop's %USED, %RDY, %MLMTD, %CSTP, %WAIT).
     SchedStats = 22,
+    /// `vm_map(vm, memory, gpa, rights) -> size`: maps a whole Memory region into a VM's
+    /// guest-physical space at `gpa` (page-aligned) through the VM's nested page table.
+    /// Needs [`Rights::MAP`] on both capabilities; the guest may read always, write and
+    /// execute only with [`Rights::WRITE`] / [`Rights::EXECUTE`] asked for and held on the
+    /// Memory capability.
+    VmMap = 23,
+    /// `vm_unmap(vm, gpa, size)`: removes guest-physical mappings in `gpa..gpa+size`
+    /// (page-aligned); the VM's TLB is flushed before it runs again. Needs [`Rights::MAP`].
+    VmUnmap = 24,
+    /// `vcpu_run(vcpu, reply_len, flags, timeout_ns) -> (exit_len, why)`: applies the
+    /// postcard-encoded `ExitReply` of `reply_len` bytes in the IPC buffer's data area
+    /// (0: none) and runs the guest until an exit the monitor must handle; the
+    /// postcard-encoded `ExitMessage` is then in the data area (`exit_len` bytes, `why` =
+    /// [`VCPU_EXIT`]). With `timeout_ns` > 0 the call also returns (`why` =
+    /// [`VCPU_TIMEOUT`], no message) once that much time has passed; with [`VCPU_HALTED`]
+    /// in `flags` the guest does not run at all: the monitor sleeps until the timeout (the
+    /// guest executed HLT and waits for an interrupt). The first world to run a vCPU owns
+    /// it. Needs [`Rights::WRITE`] on the Vcpu capability.
+    VcpuRun = 25,
 }
+
+/// `vcpu_run` returned because the guest exited: the message is in the IPC buffer.
+pub const VCPU_EXIT: u64 = 0;
+/// `vcpu_run` returned because its timeout passed.
+pub const VCPU_TIMEOUT: u64 = 1;
+/// `vcpu_run` flag: do not run the guest, only wait for the timeout.
+pub const VCPU_HALTED: u64 = 1 << 0;
 
 impl Syscall {
     /// Every system call, in number order.
-    pub const ALL: [Syscall; 23] = [
+    pub const ALL: [Syscall; 26] = [
         Self::Log,
         Self::Call,
         Self::Send,
@@ -126,6 +152,9 @@ impl Syscall {
         Self::KernelInfo,
         Self::SchedSet,
         Self::SchedStats,
+        Self::VmMap,
+        Self::VmUnmap,
+        Self::VcpuRun,
     ];
 
     /// Decodes `rax`.
@@ -371,11 +400,15 @@ pub enum ObjectKind {
     Interrupt = 7,
     /// The right to write to the kernel log.
     Log = 8,
+    /// A virtual machine: its guest-physical address space (nested page table) and ASID.
+    Vm = 9,
+    /// A virtual CPU of a VM (its VMCB and registers).
+    Vcpu = 10,
 }
 
 impl ObjectKind {
     /// Every kind.
-    pub const ALL: [ObjectKind; 8] = [
+    pub const ALL: [ObjectKind; 10] = [
         Self::World,
         Self::Endpoint,
         Self::Notification,
@@ -384,6 +417,8 @@ impl ObjectKind {
         Self::Mmio,
         Self::Interrupt,
         Self::Log,
+        Self::Vm,
+        Self::Vcpu,
     ];
 
     /// Decodes a kind number.
@@ -397,6 +432,8 @@ impl ObjectKind {
             6 => Self::Mmio,
             7 => Self::Interrupt,
             8 => Self::Log,
+            9 => Self::Vm,
+            10 => Self::Vcpu,
             _ => return None,
         })
     }
@@ -412,6 +449,8 @@ impl ObjectKind {
             Self::Mmio => "mmio",
             Self::Interrupt => "interrupt",
             Self::Log => "log",
+            Self::Vm => "vm",
+            Self::Vcpu => "vcpu",
         }
     }
 }

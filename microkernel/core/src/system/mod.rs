@@ -14,6 +14,7 @@
 
 mod ipc;
 mod syscall;
+mod vm;
 mod world;
 
 #[cfg(test)]
@@ -28,6 +29,7 @@ use crate::logframe::{Kind, SourceId};
 use crate::paging::{PageTable, PhysMemory};
 use crate::sched::Scheduler;
 
+pub use vm::{GuestEntry, GuestMode, VCPU_FXSAVE_OFFSET, Vcpu, Vm, VmExitAction, VmMapping};
 pub use world::WorldError;
 
 /// Most worlds that exist at once.
@@ -139,6 +141,17 @@ pub trait Platform {
     fn tsc_khz(&self) -> u64;
     /// Nanoseconds since boot, from one monotonic clock.
     fn now_ns(&self) -> u64;
+    /// Runs `f` on a vCPU's VMCB (in frame `vmcb`) and the general registers at the start
+    /// of its register page (`state`).
+    fn with_vcpu<R>(
+        &mut self,
+        vmcb: PhysFrame,
+        state: PhysFrame,
+        f: impl FnOnce(&mut crate::virt::svm::Vmcb, &mut crate::virt::vcpu::GeneralRegisters) -> R,
+    ) -> R;
+    /// What this CPU's SVM accepts, `None` if it cannot run guests (no SVM or no nested
+    /// paging).
+    fn svm_limits(&self) -> Option<crate::virt::svm::HostLimits>;
 }
 
 /// A kernel object.
@@ -173,6 +186,10 @@ pub enum Object {
         /// Size in bytes.
         size: u64,
     },
+    /// A virtual machine's address space.
+    Vm(Vm),
+    /// A virtual CPU.
+    Vcpu(Vcpu),
     /// An interrupt line signalling `notification`'s `bit`.
     Interrupt {
         /// The line.
@@ -196,6 +213,8 @@ impl Object {
             Self::IoPorts { .. } => ObjectKind::IoPorts,
             Self::Mmio { .. } => ObjectKind::Mmio,
             Self::Interrupt { .. } => ObjectKind::Interrupt,
+            Self::Vm(_) => ObjectKind::Vm,
+            Self::Vcpu(_) => ObjectKind::Vcpu,
         }
     }
 }
@@ -240,6 +259,11 @@ pub enum WorldState {
         /// The notification.
         notification: ObjectId,
     },
+    /// Sleeping until `until` (ns since boot): a monitor whose guest halted.
+    Sleeping {
+        /// When it wakes.
+        until: u64,
+    },
     /// Stopped for good (faulted or exited).
     Stopped,
 }
@@ -280,6 +304,9 @@ pub struct World {
     pub log_budget: LogBudget,
     /// Frames it owns (program, stack, IPC buffer, page tables).
     pub frames: u64,
+    /// The vCPU it runs while its `vcpu_run` is in progress: resuming the world enters
+    /// the guest.
+    pub guest: Option<GuestMode>,
 }
 
 /// A world's share of the log line: a token bucket of bytes. The kernel writes the serial
@@ -378,6 +405,12 @@ pub struct System {
     /// Something became runnable or changed parameters since the last decision, so the
     /// running world may have to give way (otherwise its armed deadline stands).
     maybe_preempt: bool,
+    /// When the armed timer fires (ns since boot), as far as the system knows.
+    timer_at: Option<u64>,
+    /// The last ASID handed to a VM.
+    next_asid: u32,
+    /// The I/O and MSR permission maps all guests share (made with the first vCPU).
+    svm_maps: Option<(PhysFrame, PhysFrame)>,
 }
 
 /// Scheduling-context donation (as in seL4's MCS kernel): a call that meets a waiting
@@ -413,6 +446,9 @@ impl System {
             handoff: None,
             donation: None,
             maybe_preempt: false,
+            timer_at: None,
+            next_asid: 0,
+            svm_maps: None,
         }
     }
 
@@ -509,11 +545,30 @@ impl System {
         }
     }
 
+    /// Decides what runs next (see [`Self::decide`]), after waking sleepers whose time has
+    /// come, and makes sure the timer fires for the earliest sleeper or guest timeout.
+    fn dispatch(&mut self) -> Next {
+        let wake = self.wake_sleepers();
+        let mut next = self.decide();
+        let now = self.now;
+        let (Next::World { deadline_ns, .. } | Next::Idle { deadline_ns }) = &mut next;
+        if let Some(nanos) = *deadline_ns {
+            self.timer_at = Some(now.saturating_add(nanos));
+        }
+        if let Some(wake) = wake
+            && self.timer_at.is_none_or(|at| wake < at)
+        {
+            *deadline_ns = Some(wake.saturating_sub(now));
+            self.timer_at = Some(wake);
+        }
+        next
+    }
+
     /// Decides what runs next. The running world keeps the CPU (and its deadline) unless
     /// it blocked, the timer fired, it yielded, or the policy wants to preempt it;
     /// otherwise the scheduler picks, or, right after a call met its receiver, tries a
     /// directed switch to the receiver.
-    fn dispatch(&mut self) -> Next {
+    fn decide(&mut self) -> Next {
         let now = self.now;
         if !self.resched
             && self.handoff.is_none()

@@ -86,11 +86,13 @@ impl System {
             Syscall::CapDelete => {
                 self.caps.delete(id, slot(a[0])?).map_err(Error::from)?;
                 self.unmap_stale(platform);
+                self.unmap_stale_vm_memory(platform);
                 done([0; 6])
             }
             Syscall::CapRevoke => {
                 let count = self.caps.revoke(id, slot(a[0])?).map_err(Error::from)?;
                 self.unmap_stale(platform);
+                self.unmap_stale_vm_memory(platform);
                 done([count as u64, 0, 0, 0, 0, 0])
             }
             Syscall::CapInfo => {
@@ -156,6 +158,9 @@ impl System {
                 Ok(None)
             }
             Syscall::SchedSet => self.sys_sched_set(platform, id, a),
+            Syscall::VmMap => self.sys_vm_map(platform, id, a),
+            Syscall::VmUnmap => self.sys_vm_unmap(platform, id, a),
+            Syscall::VcpuRun => self.sys_vcpu_run(platform, id, a),
             Syscall::SchedStats => {
                 let target = self.world_capability(id, a[0], Rights::READ)?;
                 let stats = self
@@ -472,7 +477,7 @@ impl System {
     }
 }
 
-fn slot(value: u64) -> Result<CapSlot, Error> {
+pub(super) fn slot(value: u64) -> Result<CapSlot, Error> {
     let slot = CapSlot::try_from(value).map_err(|_| Error::InvalidCapability)?;
     if slot as usize >= esker_abi::CAP_SLOTS {
         return Err(Error::InvalidCapability);

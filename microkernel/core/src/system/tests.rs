@@ -56,6 +56,14 @@ struct FakePlatform {
     ports: StdVec<(u16, u8, u32)>,
     limit: u64,
     clock: std::cell::Cell<u64>,
+    vcpus: HashMap<
+        u64,
+        (
+            std::boxed::Box<crate::virt::svm::Vmcb>,
+            crate::virt::vcpu::GeneralRegisters,
+        ),
+    >,
+    svm: bool,
 }
 
 impl FakePlatform {
@@ -75,6 +83,8 @@ impl FakePlatform {
             ports: StdVec::new(),
             limit: u64::MAX,
             clock: std::cell::Cell::new(0),
+            vcpus: HashMap::new(),
+            svm: true,
         }
     }
 
@@ -160,6 +170,24 @@ impl Platform for FakePlatform {
     }
     fn now_ns(&self) -> u64 {
         self.clock.get()
+    }
+    fn with_vcpu<R>(
+        &mut self,
+        vmcb: PhysFrame,
+        _state: PhysFrame,
+        f: impl FnOnce(&mut crate::virt::svm::Vmcb, &mut crate::virt::vcpu::GeneralRegisters) -> R,
+    ) -> R {
+        let entry = self.vcpus.entry(vmcb.start().as_u64()).or_insert_with(|| {
+            (
+                std::boxed::Box::new(crate::virt::svm::Vmcb::ZERO),
+                Default::default(),
+            )
+        });
+        f(&mut entry.0, &mut entry.1)
+    }
+    fn svm_limits(&self) -> Option<crate::virt::svm::HostLimits> {
+        self.svm
+            .then_some(crate::virt::svm::HostLimits::ARCHITECTURAL)
     }
     fn tsc_khz(&self) -> u64 {
         2_000_000

@@ -43,7 +43,19 @@ pub enum WorldError {
     Capability(crate::cap::CapError),
     /// The scheduler refused its parameters (admission control).
     Admission(crate::sched::AdmissionError),
+    /// No run of physical memory this large is free.
+    NoContiguousMemory {
+        /// KiB asked for.
+        kib: u64,
+    },
+    /// An object it needs could not be created (reported before).
+    MissingObject,
+    /// The CPU cannot run virtual machines (no SVM with nested paging).
+    NoVirtualization,
 }
+
+/// Stands for an object that could not be created.
+const MISSING: u32 = u32::MAX;
 
 impl fmt::Display for WorldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -63,6 +75,17 @@ impl fmt::Display for WorldError {
             Self::Limit(what) => write!(f, "limit reached: {what}"),
             Self::Capability(e) => write!(f, "capability: {e}"),
             Self::Admission(e) => write!(f, "not admitted: {e}"),
+            Self::NoContiguousMemory { kib } => write!(
+                f,
+                "needs {} MiB of contiguous physical memory; the host does not have that much free",
+                kib.div_ceil(1024)
+            ),
+            Self::MissingObject => {
+                f.write_str("an object it needs was not created (see the line above)")
+            }
+            Self::NoVirtualization => f.write_str(
+                "this CPU cannot run virtual machines (AMD SVM with nested paging is needed)",
+            ),
         }
     }
 }
@@ -205,37 +228,16 @@ impl System {
         }
         let mut ids: Vec<u32, { crate::manifest::MAX_OBJECTS }> = Vec::new();
         for spec in bundle.objects() {
-            let object = match spec {
-                ObjectSpec::Log { .. } => Object::Log,
-                ObjectSpec::World { name } => Object::World(
-                    bundle
-                        .worlds()
-                        .position(|w| w.name == name)
-                        .unwrap_or(usize::MAX) as WorldId,
-                ),
-                ObjectSpec::Endpoint { .. } => Object::Endpoint(ipc::Endpoint::new()),
-                ObjectSpec::Notification { .. } => Object::Notification(ipc::Notification::new()),
-                ObjectSpec::Memory { size_kib, .. } => {
-                    let frames = u64::from(size_kib).div_ceil(4).max(1);
-                    let base = platform
-                        .allocate_contiguous(frames)
-                        .ok_or(WorldError::OutOfMemory)?;
-                    Object::Memory { base, frames }
+            let object = match self.create_object(platform, bundle, &spec, &ids) {
+                Ok(object) => object,
+                Err(error) => {
+                    // This object is missing; the worlds that would hold it are not created
+                    // (a VM whose memory does not fit stays off), everything else is.
+                    report(spec.name(), &error);
+                    ids.push(MISSING)
+                        .map_err(|_| WorldError::Limit("kernel objects"))?;
+                    continue;
                 }
-                ObjectSpec::IoPorts { base, count, .. } => Object::IoPorts { base, count },
-                ObjectSpec::Mmio { phys, size, .. } => Object::Mmio { phys, size },
-                ObjectSpec::Interrupt {
-                    line,
-                    notification,
-                    bit,
-                    ..
-                } => Object::Interrupt {
-                    line,
-                    // Objects are created in order, so the notification's id is known if it
-                    // comes first; otherwise it is fixed up below.
-                    notification: u32::from(notification),
-                    bit,
-                },
             };
             let id = self
                 .add_object(spec.name(), object)
@@ -243,9 +245,87 @@ impl System {
             ids.push(id)
                 .map_err(|_| WorldError::Limit("kernel objects"))?;
         }
+        self.finish_instantiate(platform, bundle, &ids, report)
+    }
+
+    /// Creates the kernel object a manifest entry describes.
+    fn create_object(
+        &mut self,
+        platform: &mut impl Platform,
+        bundle: &BundleView<'_>,
+        spec: &ObjectSpec<'_>,
+        ids: &[u32],
+    ) -> Result<Object, WorldError> {
+        let spec = *spec;
+        Ok(match spec {
+            ObjectSpec::Log { .. } => Object::Log,
+            ObjectSpec::World { name } => Object::World(
+                bundle
+                    .worlds()
+                    .position(|w| w.name == name)
+                    .unwrap_or(usize::MAX) as WorldId,
+            ),
+            ObjectSpec::Endpoint { .. } => Object::Endpoint(ipc::Endpoint::new()),
+            ObjectSpec::Notification { .. } => Object::Notification(ipc::Notification::new()),
+            ObjectSpec::Memory { size_kib, .. } => {
+                let frames = u64::from(size_kib).div_ceil(4).max(1);
+                let base = platform
+                    .allocate_contiguous(frames)
+                    .ok_or(WorldError::NoContiguousMemory { kib: frames * 4 })?;
+                Object::Memory { base, frames }
+            }
+            ObjectSpec::Package { binary, .. } => {
+                let bytes = bundle.binary(binary).unwrap_or_default();
+                let frames = (bytes.len() as u64).div_ceil(PAGE_SIZE).max(1);
+                let base = platform
+                    .allocate_contiguous(frames)
+                    .ok_or(WorldError::NoContiguousMemory { kib: frames * 4 })?;
+                platform.write_phys(base.start(), bytes);
+                Object::Memory { base, frames }
+            }
+            ObjectSpec::Vm { .. } => {
+                if platform.svm_limits().is_none() {
+                    return Err(WorldError::NoVirtualization);
+                }
+                self.create_vm(platform).ok_or(WorldError::OutOfMemory)?
+            }
+            ObjectSpec::Vcpu { vm, .. } => {
+                let vm = ids
+                    .get(usize::from(vm))
+                    .copied()
+                    .filter(|&vm| vm != MISSING)
+                    .ok_or(WorldError::MissingObject)?;
+                self.create_vcpu(platform, vm)
+                    .ok_or(WorldError::OutOfMemory)?
+            }
+            ObjectSpec::IoPorts { base, count, .. } => Object::IoPorts { base, count },
+            ObjectSpec::Mmio { phys, size, .. } => Object::Mmio { phys, size },
+            ObjectSpec::Interrupt {
+                line,
+                notification,
+                bit,
+                ..
+            } => Object::Interrupt {
+                line,
+                // Objects are created in order, so the notification's id is known if it
+                // comes first; otherwise it is fixed up below.
+                notification: u32::from(notification),
+                bit,
+            },
+        })
+    }
+
+    /// Links interrupts to their notifications, then creates the worlds.
+    fn finish_instantiate(
+        &mut self,
+        platform: &mut impl Platform,
+        bundle: &BundleView<'_>,
+        ids: &[u32],
+        mut report: impl FnMut(&str, &WorldError),
+    ) -> Result<(), WorldError> {
         // Interrupts name their notification by manifest index: translate to object ids and
         // enable the lines now that someone can receive them.
-        for &id in &ids {
+        for &id in ids {
             if let Some(Object::Interrupt {
                 line, notification, ..
             }) = self.object_mut(id)
@@ -259,7 +339,15 @@ impl System {
             let Some(elf) = bundle.binary(spec.binary) else {
                 continue;
             };
-            if let Err(error) = self.create_world(platform, index as WorldId, &spec, elf, &ids) {
+            if spec
+                .caps
+                .iter()
+                .any(|cap| ids.get(usize::from(cap.object)) == Some(&MISSING))
+            {
+                report(spec.name, &WorldError::MissingObject);
+                continue;
+            }
+            if let Err(error) = self.create_world(platform, index as WorldId, &spec, elf, ids) {
                 report(spec.name, &error);
             }
         }
@@ -383,6 +471,7 @@ impl System {
             mappings: Vec::new(),
             log_budget: super::LogBudget::full(self.now),
             frames,
+            guest: None,
         });
         self.make_ready(id);
         Ok(())

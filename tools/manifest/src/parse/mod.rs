@@ -9,6 +9,7 @@
 mod channels;
 mod devices;
 mod memory;
+mod vms;
 mod worlds;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Source};
@@ -19,7 +20,14 @@ use crate::toml_read::{
 };
 
 /// The top-level sections, in reading order.
-const SECTIONS: [&str; 5] = ["worlds", "channels", "devices", "memory", "notifications"];
+const SECTIONS: [&str; 6] = [
+    "worlds",
+    "channels",
+    "devices",
+    "memory",
+    "notifications",
+    "vms",
+];
 
 /// Longest name of a world, channel, device, region, notification, binary or VM.
 pub const MAX_NAME_LEN: usize = 32;
@@ -37,6 +45,7 @@ pub fn parse(text: &str, file: &str) -> Result<Manifest, Vec<Diagnostic>> {
         devices: Vec::new(),
         memory: Vec::new(),
         notifications: Vec::new(),
+        vms: Vec::new(),
     };
     for (key, _) in entries(&document) {
         if !SECTIONS.contains(&key.value) {
@@ -86,6 +95,31 @@ pub fn parse(text: &str, file: &str) -> Result<Manifest, Vec<Diagnostic>> {
     for (name, value) in section(&mut cx.diags, &document, "notifications") {
         if let Some(notification) = memory::read_notification(&mut cx, name, value) {
             manifest.notifications.push(notification);
+        }
+    }
+    for (name, value) in section(&mut cx.diags, &document, "vms") {
+        if let Some(vm) = vms::read(&mut cx, name, value) {
+            if let Some(monitor) = manifest.world(&vm.monitor)
+                && monitor.vm.as_deref() != Some(vm.name.as_str())
+            {
+                cx.diags.error_at_line(
+                    vm.line,
+                    format!(
+                        "vm \"{}\": its monitor, world \"{}\", must declare guest_facing = true and vm = \"{}\"",
+                        vm.name, vm.monitor, vm.name
+                    ),
+                );
+            }
+            if manifest.vms.iter().any(|other| other.monitor == vm.monitor) {
+                cx.diags.error_at_line(
+                    vm.line,
+                    format!(
+                        "vm \"{}\": world \"{}\" already monitors another VM (one monitor world per VM)",
+                        vm.name, vm.monitor
+                    ),
+                );
+            }
+            manifest.vms.push(vm);
         }
     }
     if cx.diags.is_empty() {

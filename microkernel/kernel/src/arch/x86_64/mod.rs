@@ -23,6 +23,7 @@ pub mod lapic;
 pub mod pic;
 pub mod power;
 pub mod serial;
+pub mod svm;
 pub mod syscall;
 pub mod time;
 pub mod trap;
