@@ -18,6 +18,8 @@ pub mod decode;
 pub mod devices;
 pub mod loader;
 pub mod memory;
+pub mod monitor;
+pub mod package;
 
 use esker_protocols::vmx::{Reply, Request, Vmx};
 use esker_protocols::{ServerState, Status};

@@ -1,8 +1,13 @@
-//! The vmx world's wiring: check the backends, bring up the virtual NIC on its ring to the
-//! switch, then serve the `vmx` control channel forever.
+//! The vmx world's wiring. With a VM to run (the `vm` capabilities the manifest gives a
+//! monitor of a `[vms.<name>]` entry) it reads the VM's package, loads the guest into the
+//! VM's RAM and runs it, handling every exit; without one it checks the backends, brings
+//! up the virtual NIC on its ring to the switch and serves the `vmx` control channel.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-esker_rt::entry!(world_main);
+esker_rt::entry!(world_main, heap = 768 * 1024);
+
+#[cfg(target_os = "none")]
+mod run;
 
 #[cfg(target_os = "none")]
 fn world_main(rt: esker_rt::Runtime) -> ! {
@@ -16,6 +21,9 @@ fn world_main(rt: esker_rt::Runtime) -> ! {
     const NIC_RING: Declared = uses!("memory:ring-vm1-vswitch", "read+write+map");
     const NIC_DOORBELL: Declared = uses!("signal:ring-vm1", "signal");
 
+    if rt.directory().any(|(_, name)| name == "vm") {
+        run::power_on(&rt);
+    }
     defmt::info!("vmx: started");
     let mut server = esker_vmx::VmxServer::with_nic_memory();
     backend::<Auth>(&rt, &AUTH, "vmkauthd", &mut server);

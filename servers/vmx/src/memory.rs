@@ -102,7 +102,14 @@ mod tests {
         memory.write(60, &[1, 2, 3, 4]).unwrap();
         assert_eq!(memory.read_u32(60).unwrap(), 0x0403_0201);
         let error = memory.write(61, &[0; 4]).unwrap_err();
-        assert_eq!(error, OutOfBounds { gpa: 61, len: 4, size: 64 });
+        assert_eq!(
+            error,
+            OutOfBounds {
+                gpa: 61,
+                len: 4,
+                size: 64
+            }
+        );
         assert!(memory.read_u64(u64::MAX - 3).is_err());
         memory.fill_bytes(0, 64, 0xaa).unwrap();
         assert!(memory.fill_bytes(1, 64, 0).is_err());

@@ -14,6 +14,7 @@ mod image;
 mod loc;
 mod run;
 mod test_suite;
+mod vms;
 mod worlds;
 
 use std::path::PathBuf;

@@ -43,6 +43,16 @@ pub struct RunArgs {
     /// Boot the self-test build and run this self-test (esker.selftest=NAME).
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(contract::selftest::ALL))]
     selftest: Option<String>,
+    /// Power on the VM this configuration file describes (repeatable).
+    #[arg(long = "vm", value_name = "FILE.toml")]
+    vms: Vec<std::path::PathBuf>,
+    /// Exit 0 as soon as TEXT appears on a guest console (non-zero on timeout, VM or kernel
+    /// failure).
+    #[arg(long, value_name = "TEXT")]
+    expect: Option<String>,
+    /// With --expect: give up after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    timeout: u64,
     /// Extra arguments passed to QEMU verbatim.
     #[arg(last = true)]
     qemu_args: Vec<String>,
@@ -54,9 +64,25 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     if iso && (args.append.is_some() || args.selftest.is_some()) {
         bail!("--append and --selftest need a PVH boot: the ISO's GRUB command line is fixed");
     }
+    if args.expect.is_some() && args.vms.is_empty() {
+        bail!("--expect watches guest consoles: give at least one --vm FILE.toml");
+    }
+    let vms = args
+        .vms
+        .iter()
+        .map(|path| crate::vms::load(path))
+        .collect::<Result<Vec<_>>>()?;
     let host = host::ensure_packages()?;
     let flavor = Flavor::from_selftest(args.selftest.is_some());
-    let image = image::build(&host, flavor)?;
+    let image = if vms.is_empty() {
+        image::build(&host, flavor)?
+    } else {
+        let dir = cargo::target_dir().join("image-vms");
+        let manifest = crate::vms::write_manifest(&image::default_manifest(), &vms, &dir)?;
+        image::build_with(&host, flavor, &manifest, &dir)?
+    };
+    let vm_names: Vec<String> = vms.iter().map(|vm| vm.config.name.clone()).collect();
+    let started = std::time::Instant::now();
     let append = match (&args.selftest, &args.append) {
         (None, append) => append.clone(),
         (Some(test), None) => Some(format!("{}={test}", contract::SELFTEST_KEY)),
@@ -95,9 +121,39 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let colour = std::io::stdout().is_terminal();
     loop {
         match qemu.recv_timeout(Duration::from_millis(100)) {
-            Ok(timed) => println!("{}", timed.event.render(colour)),
+            Ok(timed) => {
+                println!("{}", timed.event.render(colour));
+                if let Some(expect) = &args.expect {
+                    match watch(&timed.event, expect, &vm_names) {
+                        Watch::Found => {
+                            qemu.kill();
+                            let _ = qemu.wait();
+                            println!("run: found \"{expect}\" on a guest console");
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        Watch::Failed(why) => {
+                            qemu.kill();
+                            let _ = qemu.wait();
+                            println!("run: {why} before \"{expect}\" appeared");
+                            return Ok(ExitCode::FAILURE);
+                        }
+                        Watch::Nothing => {}
+                    }
+                }
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if let Some(expect) = &args.expect
+            && started.elapsed() > Duration::from_secs(args.timeout)
+        {
+            qemu.kill();
+            let _ = qemu.wait();
+            println!(
+                "run: \"{expect}\" did not appear on a guest console within {} s",
+                args.timeout
+            );
+            return Ok(ExitCode::FAILURE);
         }
         if interrupted.load(Ordering::SeqCst) {
             qemu.kill();
@@ -118,6 +174,44 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What an event means to `--expect`.
+enum Watch {
+    Found,
+    Failed(String),
+    Nothing,
+}
+
+/// Checks one event: the text on a VM's console (its monitor world's lines), a VM
+/// failing (its monitor reports a power-off other than a clean exit, stops or is not
+/// created), or the kernel failing.
+fn watch(event: &esker_logdecode::LogEvent, expect: &str, vms: &[String]) -> Watch {
+    let text = &event.text;
+    let from_vm = vms.iter().any(|vm| *vm == event.source);
+    if from_vm && !text.starts_with("vmx:") && text.contains(expect) {
+        return Watch::Found;
+    }
+    if from_vm
+        && text.starts_with("vmx:")
+        && (text.contains("powered off") || text.contains("not powered on"))
+    {
+        return Watch::Failed(format!("VM {}: {text}", event.source));
+    }
+    if event.source == "kernel" {
+        for vm in vms {
+            if text.starts_with(&format!("world {vm} stopped"))
+                || text.starts_with(&format!("world {vm}: not created"))
+                || text.starts_with(&format!("world {vm} exited"))
+            {
+                return Watch::Failed(text.clone());
+            }
+        }
+        if text.contains("system halted") || text.starts_with("panic") {
+            return Watch::Failed(format!("the kernel failed: {text}"));
+        }
+    }
+    Watch::Nothing
 }
 
 /// Decodes `file` with the ELFs of `image_dir` and prints one line per event.

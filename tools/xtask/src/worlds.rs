@@ -94,6 +94,21 @@ pub fn build_bundle(manifest_path: &Path, dir: &Path) -> Result<PathBuf> {
         *bytes = strip_debug(bytes)
             .with_context(|| format!("cannot strip the debug sections of \"{name}\""))?;
     }
+    // VM packages sit next to the manifest as <package>.pkg (`cargo xtask run --vm`
+    // writes them there).
+    let manifest_dir = manifest_path.parent().unwrap_or(Path::new("."));
+    for vm in &manifest.vms {
+        let Some(package) = &vm.package else { continue };
+        let path = manifest_dir.join(format!("{package}.pkg"));
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "vm \"{}\" names package \"{package}\": cannot read {}",
+                vm.name,
+                path.display()
+            )
+        })?;
+        binaries.push((package.clone(), bytes));
+    }
     let bundle = esker_manifest::build_bundle(&manifest, &binaries)
         .map_err(|e| anyhow::anyhow!("packing the bundle failed: {e}"))?;
     let path = dir.join(BUNDLE_FILE);

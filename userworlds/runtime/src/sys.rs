@@ -561,3 +561,58 @@ mod tests {
         );
     }
 }
+
+/// Maps the whole region of Memory capability `memory` into VM `vm`'s guest-physical
+/// space at `gpa`; the guest may read, and write/execute as `rights` asks (within the
+/// capability's rights). Returns the size mapped.
+pub fn vm_map(vm: CapSlot, memory: CapSlot, gpa: u64, rights: Rights) -> Result<u64, Error> {
+    plain(
+        Syscall::VmMap,
+        [
+            u64::from(vm),
+            u64::from(memory),
+            gpa,
+            u64::from(rights.bits()),
+            0,
+            0,
+        ],
+    )
+    .map(|out| out[0])
+}
+
+/// Removes VM `vm`'s guest-physical mappings inside `gpa..gpa+size`; returns the bytes
+/// removed.
+pub fn vm_unmap(vm: CapSlot, gpa: u64, size: u64) -> Result<u64, Error> {
+    plain(Syscall::VmUnmap, [u64::from(vm), gpa, size, 0, 0, 0]).map(|out| out[0])
+}
+
+/// Why [`vcpu_run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuReturn {
+    /// The guest exited: a postcard `ExitMessage` of this many bytes is in the IPC
+    /// buffer's data area.
+    Exit(usize),
+    /// The timeout passed.
+    Timeout,
+}
+
+/// Runs vCPU `vcpu` (see `esker_abi::Syscall::VcpuRun`): the IPC buffer's data area must
+/// hold the postcard `ExitReply` of `reply_len` bytes (0: none). `halted`: do not run the
+/// guest, sleep until `timeout_ns` passes. `timeout_ns` 0: no timeout.
+pub fn vcpu_run(
+    vcpu: CapSlot,
+    reply_len: usize,
+    halted: bool,
+    timeout_ns: u64,
+) -> Result<VcpuReturn, Error> {
+    let flags = if halted { esker_abi::VCPU_HALTED } else { 0 };
+    let out = with_ipc_buffer(
+        Syscall::VcpuRun,
+        [u64::from(vcpu), reply_len as u64, flags, timeout_ns, 0, 0],
+    )?;
+    Ok(if out[1] == esker_abi::VCPU_TIMEOUT {
+        VcpuReturn::Timeout
+    } else {
+        VcpuReturn::Exit(out[0] as usize)
+    })
+}

@@ -114,6 +114,42 @@ pub struct GuestMode {
     pub until: Option<u64>,
 }
 
+/// Bytes `vm_map` maps per step (bounds the table frames one step can need).
+const MAP_CHUNK_BYTES: u64 = 8 << 20;
+
+/// Maps one chunk of guest-physical memory, with table frames allocated beforehand and the
+/// unused ones given back.
+fn map_chunk(
+    platform: &mut impl Platform,
+    root: PhysFrame,
+    gpa: u64,
+    phys: u64,
+    len: u64,
+    access: Access,
+) -> Result<(), MapError> {
+    let mut table = PageTable::<Npt>::from_root(root);
+    let mut supply = TableFrames::default();
+    while !supply.0.is_full() {
+        let Some(frame) = platform.allocate_frame() else {
+            break;
+        };
+        let _ = supply.0.push(frame);
+    }
+    let result = table.map_range(
+        platform.memory(),
+        &mut supply,
+        VirtAddr::new(gpa),
+        PhysAddr::new(phys),
+        len,
+        access,
+        PageSize::Size2M,
+    );
+    for frame in supply.0 {
+        platform.free_frame(frame);
+    }
+    result.map(|_| ())
+}
+
 /// Frames handed to the nested page-table builder, allocated beforehand.
 #[derive(Default)]
 struct TableFrames(Vec<PhysFrame, 12>);
@@ -246,14 +282,7 @@ impl System {
         {
             return Err(Error::AlreadyMapped);
         }
-        let mut table = PageTable::<Npt>::from_root(vm.npt.root());
-        let mut supply = TableFrames::default();
-        while !supply.0.is_full() {
-            let Some(frame) = platform.allocate_frame() else {
-                break;
-            };
-            let _ = supply.0.push(frame);
-        }
+        let root = vm.npt.root();
         let access = Access {
             write: wanted.contains(Rights::WRITE),
             execute: wanted.contains(Rights::EXECUTE),
@@ -261,25 +290,37 @@ impl System {
             global: false,
             cache: CachePolicy::WriteBack,
         };
-        let result = table.map_range(
-            platform.memory(),
-            &mut supply,
-            VirtAddr::new(gpa),
-            base.start(),
-            size,
-            access,
-            PageSize::Size2M,
-        );
-        for frame in supply.0 {
-            platform.free_frame(frame);
-        }
-        result.map_err(|error| match error {
-            MapError::OutOfFrames => Error::OutOfMemory,
-            MapError::AlreadyMapped { .. } | MapError::HugePageInTheWay { .. } => {
-                Error::AlreadyMapped
+        // In chunks, each with its table frames allocated beforehand (a chunk needs at
+        // most a PDPT, a PD and one page table per 2 MiB it covers).
+        let mut done = 0;
+        while done < size {
+            let chunk = (size - done).min(MAP_CHUNK_BYTES);
+            if let Err(error) = map_chunk(
+                platform,
+                root,
+                gpa + done,
+                base.start().as_u64() + done,
+                chunk,
+                access,
+            ) {
+                let mut undo = PageTable::<Npt>::from_root(root);
+                let mut at = gpa;
+                while at < gpa + done {
+                    match undo.unmap(platform.memory(), VirtAddr::new(at)) {
+                        Ok((_, size)) => at += size.bytes(),
+                        Err(_) => at += PAGE_SIZE,
+                    }
+                }
+                return Err(match error {
+                    MapError::OutOfFrames => Error::OutOfMemory,
+                    MapError::AlreadyMapped { .. } | MapError::HugePageInTheWay { .. } => {
+                        Error::AlreadyMapped
+                    }
+                    _ => Error::InvalidArgument,
+                });
             }
-            _ => Error::InvalidArgument,
-        })?;
+            done += chunk;
+        }
         if let Some(vm) = self.vm_mut(vm_id) {
             let _ = vm.mappings.push(VmMapping {
                 holder: id,

@@ -1,0 +1,502 @@
+//! The monitor proper: what to do about each VM exit.
+//!
+//! [`Monitor::handle`] takes the kernel's [`ExitMessage`] and answers with a [`Step`]:
+//! resume the guest with a reply, let it sleep until its next timer event (it executed
+//! HLT), or power the VM off with the reason. Port I/O goes to the PC devices, MMIO is
+//! decoded from the guest's own instruction bytes, CPUID and MSRs follow the policy
+//! below, and pending device interrupts are injected when the guest can take them (or an
+//! interrupt window is asked for). Plain logic over [`GuestMemory`], tested on the host.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use esker_kernel_core::virt::vcpu::{
+    Event, Exit, ExitMessage, ExitReply, GuestRegisters, Instruction,
+};
+
+use crate::decode;
+use crate::devices::{IoEffect, PcDevices};
+use crate::memory::GuestMemory;
+
+/// Where the PCI ECAM window sits in guest-physical space.
+pub const ECAM_BASE: u64 = 0xb000_0000;
+/// The hypervisor signature in CPUID leaf 0x4000_0000 (EBX, ECX, EDX).
+pub const SIGNATURE: &[u8; 12] = b"EskerEskerVM";
+
+/// How the guest's CPUID is answered: the host's values (the caller executes CPUID)
+/// then filtered by [`cpuid_policy`].
+pub type HostCpuid = fn(leaf: u32, subleaf: u32) -> [u32; 4];
+
+/// Why a VM was powered off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PowerOff {
+    /// The guest wrote `code` to the debug-exit port 0xf4.
+    DebugExit(u32),
+    /// The guest asked for a reset (port 0xcf9, 0x92, the keyboard controller); Esker
+    /// powers it off instead (no reboot yet).
+    Reset,
+    /// A triple fault: the CPU shut the guest down.
+    TripleFault {
+        /// RIP at the shutdown.
+        rip: u64,
+    },
+    /// HLT with interrupts disabled: nothing can wake the guest (Linux's halt).
+    HaltedForever {
+        /// RIP of the HLT.
+        rip: u64,
+    },
+    /// The monitor cannot go on (an exit it cannot handle, a refused VMRUN …).
+    Fatal(String),
+}
+
+impl core::fmt::Display for PowerOff {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::DebugExit(code) => write!(f, "the guest exited with code {code} (port 0xf4)"),
+            Self::Reset => f.write_str("the guest asked for a reset"),
+            Self::TripleFault { rip } => {
+                write!(f, "the guest triple-faulted (shutdown) at rip {rip:#x}")
+            }
+            Self::HaltedForever { rip } => write!(
+                f,
+                "the guest halted with interrupts disabled at rip {rip:#x}"
+            ),
+            Self::Fatal(why) => f.write_str(why),
+        }
+    }
+}
+
+/// What to do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Run the guest again with this reply.
+    Resume(ExitReply),
+    /// Apply the reply and sleep until `wake_ns` (monitor clock), then call
+    /// [`Monitor::wake`]: the guest waits for an interrupt.
+    Halt {
+        /// The reply (the HLT skipped).
+        reply: ExitReply,
+        /// When the next device event is due.
+        wake_ns: Option<u64>,
+    },
+    /// Power the VM off.
+    PowerOff(PowerOff),
+}
+
+/// Exits handled, by reason (for the log and the benchmark).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExitCounts(pub BTreeMap<&'static str, u64>);
+
+impl ExitCounts {
+    fn count(&mut self, reason: &'static str) {
+        *self.0.entry(reason).or_default() += 1;
+    }
+
+    /// Total exits.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+}
+
+/// One VM's monitor state.
+pub struct Monitor<M: GuestMemory + ?Sized> {
+    /// The VM's name.
+    pub name: String,
+    devices: PcDevices,
+    cpuid: HostCpuid,
+    msrs: BTreeMap<u32, u64>,
+    console: Vec<u8>,
+    /// Exits by reason.
+    pub exits: ExitCounts,
+    /// MSR accesses refused with #GP.
+    pub unknown_msrs: u64,
+    _memory: core::marker::PhantomData<M>,
+}
+
+/// The guest can take an external interrupt now.
+fn can_take_interrupt(registers: &GuestRegisters, shadow: bool) -> bool {
+    registers.rflags & (1 << 9) != 0 && !shadow
+}
+
+impl<M: GuestMemory + ?Sized> Monitor<M> {
+    /// A monitor for VM `name` with `ram_bytes` of RAM; `unix_time_s` sets the RTC.
+    pub fn new(name: &str, ram_bytes: u64, unix_time_s: u64, cpuid: HostCpuid) -> Self {
+        Self {
+            name: name.into(),
+            devices: PcDevices::new(ram_bytes, unix_time_s, ECAM_BASE),
+            cpuid,
+            msrs: BTreeMap::new(),
+            console: Vec::new(),
+            exits: ExitCounts::default(),
+            unknown_msrs: 0,
+            _memory: core::marker::PhantomData,
+        }
+    }
+
+    /// Bytes the guest sent to its UART (or port 0xe9) since the last call, as complete
+    /// lines; with `flush`, a trailing partial line (a shell prompt) too.
+    pub fn console_lines(&mut self, flush: bool) -> Vec<String> {
+        self.console.extend(self.devices.uart_output());
+        let mut lines = Vec::new();
+        while let Some(end) = self.console.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.console.drain(..=end).collect();
+            lines.push(printable(&line[..line.len() - 1]));
+        }
+        if (flush || self.console.len() >= 160) && !self.console.is_empty() {
+            let line: Vec<u8> = core::mem::take(&mut self.console);
+            lines.push(printable(&line));
+        }
+        lines
+    }
+
+    /// Bytes typed at the guest's console.
+    pub fn console_input(&mut self, bytes: &[u8]) {
+        self.devices.uart_input(bytes);
+    }
+
+    /// When the next device event is due (monitor clock, ns), for a timeout while the
+    /// guest runs.
+    pub fn next_event_ns(&self, now_ns: u64) -> Option<u64> {
+        self.devices.next_event_ns(now_ns)
+    }
+
+    /// The reply after a `vcpu_run` timeout or a halt ended, when the guest's state is
+    /// not known: ask to exit as soon as it can take an interrupt, if one is pending.
+    pub fn wake(&mut self, now_ns: u64, halted: bool) -> ExitReply {
+        let pending = self.devices.pending_vector(now_ns).is_some();
+        let mut reply = ExitReply {
+            registers: None,
+            advance_rip: 0,
+            inject: None,
+            interrupt_window: pending,
+        };
+        // After a HLT the guest had IF set and no shadow (the RIP advance ended it): the
+        // interrupt can go in at once.
+        if halted
+            && pending
+            && let Some(vector) = self.devices.acknowledge()
+        {
+            reply.inject = Some(Event::ExternalInterrupt { vector });
+            reply.interrupt_window = false;
+        }
+        reply
+    }
+
+    /// Handles one exit.
+    pub fn handle(&mut self, memory: &mut M, message: &ExitMessage, now_ns: u64) -> Step {
+        let mut registers = message.registers;
+        let mut reply = ExitReply::resume(message);
+        let mut changed = false;
+        let length = |memory: &M| -> Result<u8, PowerOff> {
+            match message.instruction_length {
+                Some(length) => Ok(length),
+                None => {
+                    decode::exit_instruction_length(memory, &message.registers).map_err(|error| {
+                        PowerOff::Fatal(format!(
+                            "cannot decode the instruction at rip {:#x}: {error}",
+                            message.registers.rip
+                        ))
+                    })
+                }
+            }
+        };
+        macro_rules! skip {
+            () => {
+                match length(memory) {
+                    Ok(length) => reply.advance_rip = length,
+                    Err(off) => return Step::PowerOff(off),
+                }
+            };
+        }
+        match message.exit {
+            Exit::Io {
+                port,
+                size,
+                write,
+                value,
+                string,
+                ..
+            } => {
+                self.exits.count("io");
+                if string {
+                    return Step::PowerOff(PowerOff::Fatal(format!(
+                        "string port I/O (INS/OUTS) on port {port:#x} is not emulated"
+                    )));
+                }
+                skip!();
+                if write {
+                    match self.devices.io_write(port, size, value, now_ns) {
+                        IoEffect::None => {}
+                        IoEffect::DebugExit(code) => {
+                            return Step::PowerOff(PowerOff::DebugExit(code));
+                        }
+                        IoEffect::Reset => return Step::PowerOff(PowerOff::Reset),
+                    }
+                } else {
+                    let value = self.devices.io_read(port, size, now_ns);
+                    registers.complete_port_read(size, value);
+                    changed = true;
+                }
+            }
+            Exit::Cpuid { leaf, subleaf } => {
+                self.exits.count("cpuid");
+                skip!();
+                let [a, b, c, d] = cpuid_policy(self.cpuid, leaf, subleaf);
+                registers.gpr.rax = u64::from(a);
+                registers.gpr.rbx = u64::from(b);
+                registers.gpr.rcx = u64::from(c);
+                registers.gpr.rdx = u64::from(d);
+                changed = true;
+            }
+            Exit::Msr {
+                write,
+                index,
+                value,
+            } => {
+                self.exits.count("msr");
+                match self.msr(&mut registers, write, index, value) {
+                    Ok(()) => {
+                        skip!();
+                        changed = true;
+                    }
+                    Err(()) => {
+                        self.unknown_msrs += 1;
+                        reply.inject = Some(Event::Exception {
+                            vector: 13,
+                            error_code: Some(0),
+                        });
+                    }
+                }
+            }
+            Exit::NestedPageFault {
+                gpa, misconfigured, ..
+            } => {
+                self.exits.count("mmio");
+                if misconfigured || gpa < memory.size() {
+                    return Step::PowerOff(PowerOff::Fatal(format!(
+                        "nested page fault on guest RAM at {gpa:#x} (the VM's memory is not mapped as it should be)"
+                    )));
+                }
+                match decode::decode_mmio(memory, &message.registers, gpa) {
+                    Ok((access, length)) => {
+                        reply.advance_rip = length;
+                        match access {
+                            decode::MmioAccess::Write { size, value } => {
+                                self.devices.mmio_write(gpa, size, value);
+                            }
+                            decode::MmioAccess::Read { size, .. } => {
+                                let value = self
+                                    .devices
+                                    .mmio_read(gpa, size)
+                                    .unwrap_or(u64::MAX >> (64 - 8 * u32::from(size)));
+                                decode::complete_read(&mut registers, access, value);
+                                changed = true;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        return Step::PowerOff(PowerOff::Fatal(format!(
+                            "MMIO access at {gpa:#x} from rip {:#x}: {error}",
+                            message.registers.rip
+                        )));
+                    }
+                }
+            }
+            Exit::Hlt => {
+                self.exits.count("hlt");
+                skip!();
+                if !can_take_interrupt(&registers, false) {
+                    return Step::PowerOff(PowerOff::HaltedForever {
+                        rip: message.registers.rip,
+                    });
+                }
+                if self.devices.pending_vector(now_ns).is_none() && reply.inject.is_none() {
+                    return Step::Halt {
+                        reply,
+                        wake_ns: self.devices.next_event_ns(now_ns),
+                    };
+                }
+            }
+            Exit::Shutdown => {
+                return Step::PowerOff(PowerOff::TripleFault {
+                    rip: message.registers.rip,
+                });
+            }
+            Exit::Exception {
+                vector, error_code, ..
+            } => {
+                self.exits.count("exception");
+                if vector == 18 {
+                    return Step::PowerOff(PowerOff::Fatal("machine check in the guest".into()));
+                }
+                reply.inject = Some(Event::Exception { vector, error_code });
+            }
+            Exit::InterruptWindow => self.exits.count("interrupt-window"),
+            Exit::Interrupt | Exit::Nmi => self.exits.count("host-interrupt"),
+            Exit::Vmcall
+            | Exit::Xsetbv { .. }
+            | Exit::Instruction(
+                Instruction::Virtualization
+                | Instruction::Monitor
+                | Instruction::Mwait
+                | Instruction::Rdpru
+                | Instruction::Rsm,
+            ) => {
+                self.exits.count("undefined-opcode");
+                reply.inject = Some(Event::Exception {
+                    vector: 6,
+                    error_code: None,
+                });
+            }
+            Exit::Instruction(_) => {
+                self.exits.count("instruction");
+                skip!();
+            }
+            Exit::Invalid { reason } => {
+                return Step::PowerOff(PowerOff::Fatal(format!(
+                    "VMRUN refused the vCPU state (exit code {reason:#x})"
+                )));
+            }
+            Exit::Other {
+                code, info1, info2, ..
+            } => {
+                return Step::PowerOff(PowerOff::Fatal(format!(
+                    "unexpected VM exit {code:#x} (info {info1:#x}, {info2:#x})"
+                )));
+            }
+        }
+        if changed {
+            reply.registers = Some(registers);
+        }
+        self.interrupts(&mut reply, &registers, message, now_ns);
+        Step::Resume(reply)
+    }
+
+    /// Injects a pending device interrupt if the guest can take it after this reply, or
+    /// asks for an interrupt window.
+    fn interrupts(
+        &mut self,
+        reply: &mut ExitReply,
+        registers: &GuestRegisters,
+        message: &ExitMessage,
+        now_ns: u64,
+    ) {
+        if self.devices.pending_vector(now_ns).is_none() {
+            return;
+        }
+        // Advancing RIP ends an interrupt shadow.
+        let shadow = message.interrupt_shadow && reply.advance_rip == 0;
+        if reply.inject.is_none() && can_take_interrupt(registers, shadow) {
+            if let Some(vector) = self.devices.acknowledge() {
+                reply.inject = Some(Event::ExternalInterrupt { vector });
+            }
+        } else {
+            reply.interrupt_window = true;
+        }
+    }
+
+    /// RDMSR/WRMSR. `Err` for an MSR the guest may not touch (#GP).
+    fn msr(
+        &mut self,
+        registers: &mut GuestRegisters,
+        write: bool,
+        index: u32,
+        value: u64,
+    ) -> Result<(), ()> {
+        const EFER: u32 = 0xc000_0080;
+        const EFER_WRITABLE: u64 = 1 | (1 << 8) | (1 << 11) | (1 << 14) | (1 << 15);
+        let read_value = match index {
+            EFER => {
+                if write {
+                    if value & !(EFER_WRITABLE | (1 << 10)) != 0 {
+                        return Err(());
+                    }
+                    registers.efer = (value & EFER_WRITABLE) | (registers.efer & (1 << 10));
+                }
+                registers.efer
+            }
+            // TSC as an MSR: Linux reads it through RDTSC (not intercepted); writes are
+            // ignored and reads give 0.
+            0x10 => 0,
+            // APIC base: the local APIC is hidden in CPUID.
+            0x1b => 0,
+            // MTRR capabilities: none; MTRR default type and ranges are remembered.
+            0xfe => 0,
+            0x2ff | 0x200..=0x20f | 0x250 | 0x258 | 0x259 | 0x268..=0x26f | 0x277 => {
+                if write {
+                    self.msrs.insert(index, value);
+                }
+                self.msrs.get(&index).copied().unwrap_or(if index == 0x277 {
+                    0x0007_0406_0007_0406
+                } else {
+                    0
+                })
+            }
+            // MISC_ENABLE: fast strings.
+            0x1a0 => 1,
+            // Speculation control, machine-check globals, AMD configuration registers the
+            // guest may read and write harmlessly (writes ignored).
+            0x48 | 0x49 | 0x10a | 0x179 | 0x17a | 0x8b | 0xc001_0015 | 0xc001_1029
+            | 0xc001_0010 | 0xc001_1020 | 0xc001_1021 | 0xc001_1022 | 0xc001_0058 | 0xc001_0114
+            | 0xc001_0055 | 0xc001_0140 | 0xc001_0141 => 0,
+            _ => return Err(()),
+        };
+        if !write {
+            registers.gpr.rax = read_value & 0xffff_ffff;
+            registers.gpr.rdx = read_value >> 32;
+        }
+        Ok(())
+    }
+}
+
+/// The guest's CPUID: the host's values with what Esker does not virtualise hidden —
+/// no local APIC, x2APIC, TSC deadline, MONITOR, XSAVE/AVX (the monitor switches only
+/// FXSAVE state), PCID, VMX or SVM, one logical CPU — the hypervisor bit set and
+/// [`SIGNATURE`] at leaf 0x4000_0000.
+pub fn cpuid_policy(host: HostCpuid, leaf: u32, subleaf: u32) -> [u32; 4] {
+    let clear = |value: u32, bits: &[u32]| bits.iter().fold(value, |v, bit| v & !(1 << bit));
+    match leaf {
+        0x4000_0000 => {
+            let word = |i: usize| {
+                u32::from_le_bytes([
+                    SIGNATURE[i],
+                    SIGNATURE[i + 1],
+                    SIGNATURE[i + 2],
+                    SIGNATURE[i + 3],
+                ])
+            };
+            [0x4000_0001, word(0), word(4), word(8)]
+        }
+        0x4000_0001..=0x4000_ffff => [0; 4],
+        1 => {
+            let [a, b, c, d] = host(1, 0);
+            let b = b & 0x0000_ffff | (1 << 16); // APIC id 0, one logical CPU
+            let c = clear(c, &[3, 5, 17, 21, 24, 26, 27, 28]) | (1 << 31);
+            let d = clear(d, &[9, 22, 28]);
+            [a, b, c, d]
+        }
+        5 | 6 | 0xa | 0xd => [0; 4],
+        7 if subleaf == 0 => {
+            let [a, b, c, d] = host(7, 0);
+            [a, b, clear(c, &[5, 16]), d]
+        }
+        0xb | 0x1f => [0; 4],
+        0x8000_0001 => {
+            let [a, b, c, d] = host(leaf, subleaf);
+            [a, b, clear(c, &[2, 1]), d]
+        }
+        0x8000_000a => [0; 4],
+        _ => host(leaf, subleaf),
+    }
+}
+
+/// A console line as text: control characters other than tab dropped, invalid UTF-8
+/// replaced.
+fn printable(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text.chars()
+        .filter(|c| *c == '\t' || !c.is_control())
+        .collect()
+}
