@@ -14,6 +14,9 @@ const REPORTED: u64 = 4;
 /// the image, at every 64-byte boundary, for markers. Exit 0 when every marker found is
 /// its own and all of them are there, 5 when another guest's marker shows up, 6 when some
 /// of its own are missing.
+/// TSC cycles to wait between writing the markers and scanning (about 1.5 s at 2.6 GHz).
+const ISOLATION_WAIT_CYCLES: u64 = 4_000_000_000;
+
 pub fn isolation(n: u32, boot: &Boot, image: (u64, u64)) -> ! {
     serial::set_stage("isolation");
     let mut usable = [(0, 0); MAX_REGIONS];
@@ -38,6 +41,12 @@ pub fn isolation(n: u32, boot: &Boot, image: (u64, u64)) -> ! {
         );
     }
     crate::say!("isolation {n}: ready");
+    // Give a second guest started at the same time (the QEMU test runs two) the time to
+    // write its markers too, so that this scan would see them if memory were shared.
+    let start = crate::cpu::rdtsc();
+    while crate::cpu::rdtsc().wrapping_sub(start) < ISOLATION_WAIT_CYCLES {
+        core::hint::spin_loop();
+    }
     let mut foreign = 0u64;
     let mut found_own = 0u64;
     for_each_free(usable, &[image], MAPPED_LIMIT, |start, end| {

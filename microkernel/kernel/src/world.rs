@@ -41,9 +41,10 @@ pub fn boot() -> usize {
         }
     };
     let mut system = SYSTEM.lock();
-    let result = system.instantiate(&mut KernelPlatform::new(), &bundle, |name, error| {
+    let result = system.instantiate(&mut KernelPlatform::new(), &bundle, |what, name, error| {
         defmt::error!(
-            "world {=str}: not created: {}",
+            "{=str} {=str}: not created: {}",
+            what,
             name,
             defmt::Display2Format(error)
         );

@@ -444,9 +444,8 @@ impl Objects {
     /// (its RAM, to map into the VM and into itself), `vcpu:<n>` (run), and
     /// `memory:vm-package` (read the package).
     fn vm_caps(&self, caps: &mut Caps, vm: &crate::model::Vm) {
-        let named = |kind: ObjectKind, name: &str| {
-            self.find(|o| o.kind() == kind && o.name() == name)
-        };
+        let named =
+            |kind: ObjectKind, name: &str| self.find(|o| o.kind() == kind && o.name() == name);
         if let Some(object) = named(ObjectKind::Vm, &vm.name) {
             caps.push("vm".into(), object, Rights::MAP | Rights::READ, 0);
         }

@@ -9,6 +9,7 @@ mod audit;
 mod bench;
 mod bootcheck;
 mod cargo;
+mod guest;
 mod host;
 mod image;
 mod loc;
@@ -59,6 +60,16 @@ enum Command {
     Test,
     /// Measure boot time, boot instruction count, kernel size and code lines.
     Bench,
+    /// Build a guest: `linux` (a Debian cloud kernel and a busybox initramfs, with its VM
+    /// configuration file) or `testguest` (the Rust test guest).
+    Guest {
+        /// Which guest.
+        #[arg(value_parser = ["linux", "testguest"])]
+        which: String,
+        /// Where to write it [default: target/guest/<which>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Audit the capability policy of a manifest against the built world programs.
     Audit {
         /// The system manifest [default: system.toml].
@@ -100,6 +111,26 @@ fn main() -> ExitCode {
         ),
         Command::Test => test_suite::run(),
         Command::Bench => bench::run(),
+        Command::Guest { which, out } => match which.as_str() {
+            "linux" => guest::linux(&out.unwrap_or_else(guest::default_linux_dir))
+                .map(|_| ExitCode::SUCCESS)
+                .map_err(|e| anyhow::anyhow!("{e}")),
+            _ => guest::build_testguest()
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|built| {
+                    if let Some(out) = out {
+                        std::fs::copy(&built, &out).map_err(|e| {
+                            anyhow::anyhow!(
+                                "cannot copy {} to {}: {e}",
+                                built.display(),
+                                out.display()
+                            )
+                        })?;
+                        println!("guest: wrote {}", out.display());
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }),
+        },
     };
     match result {
         Ok(code) => code,

@@ -188,7 +188,7 @@ enum Watch {
 /// created), or the kernel failing.
 fn watch(event: &esker_logdecode::LogEvent, expect: &str, vms: &[String]) -> Watch {
     let text = &event.text;
-    let from_vm = vms.iter().any(|vm| *vm == event.source);
+    let from_vm = vms.contains(&event.source);
     if from_vm && !text.starts_with("vmx:") && text.contains(expect) {
         return Watch::Found;
     }

@@ -207,7 +207,78 @@ fn build_images(tally: &mut Tally, host: &Host) -> bool {
         };
         all &= tally.step(&format!("image (test: {stem})"), ok);
     }
+    all &= build_vm_images(tally, host);
     all
+}
+
+/// Builds the test guest and one image per VM scenario (`qemu-tests/vms/<scenario>/`) into
+/// `target/image-test/vm-<scenario>`.
+fn build_vm_images(tally: &mut Tally, host: &Host) -> bool {
+    let guest = match crate::guest::build_testguest().map_err(|e| anyhow::anyhow!("{e}")) {
+        Ok(path) => path,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            tally.step("test guest", false);
+            return false;
+        }
+    };
+    let mut all = tally.step("test guest", true);
+    let root = cargo::workspace_root().join("qemu-tests/vms");
+    let mut scenarios: Vec<_> = std::fs::read_dir(&root)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    scenarios.sort();
+    for scenario in scenarios {
+        let stem = scenario
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = test_images_dir().join(format!("vm-{stem}"));
+        let ok = match build_vm_image(host, &guest, &scenario, &dir) {
+            Ok(()) => true,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                false
+            }
+        };
+        all &= tally.step(&format!("image (vm scenario: {stem})"), ok);
+    }
+    all
+}
+
+fn build_vm_image(
+    host: &Host,
+    guest: &std::path::Path,
+    scenario: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<()> {
+    use anyhow::Context as _;
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files)
+        .with_context(|| format!("cannot create {}", files.display()))?;
+    let bytes = std::fs::read(guest).with_context(|| format!("cannot read {}", guest.display()))?;
+    std::fs::write(files.join("testguest.elf"), &bytes)?;
+    std::fs::write(files.join("truncated.elf"), &bytes[..bytes.len().min(3000)])?;
+    let mut configs: Vec<_> = std::fs::read_dir(scenario)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    configs.sort();
+    let mut vms = Vec::new();
+    for config in configs {
+        let copy = files.join(config.file_name().unwrap_or_default());
+        std::fs::copy(&config, &copy)
+            .with_context(|| format!("cannot copy {}", config.display()))?;
+        vms.push(crate::vms::load(&copy)?);
+    }
+    let manifest = crate::vms::write_manifest(&image::default_manifest(), &vms, dir)?;
+    image::build_with(host, Flavor::Normal, &manifest, dir)?;
+    Ok(())
 }
 
 /// Where the test manifests' images go: `target/image-test/<manifest stem>`.

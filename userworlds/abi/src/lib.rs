@@ -712,7 +712,7 @@ mod tests {
             assert_eq!(ObjectKind::from_number(kind as u64), Some(kind));
         }
         assert_eq!(ObjectKind::from_number(0), None);
-        assert_eq!(ObjectKind::from_number(9), None);
+        assert_eq!(ObjectKind::from_number(11), None);
     }
 
     #[test]

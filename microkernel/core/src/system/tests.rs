@@ -340,7 +340,9 @@ fn boot(platform: &mut FakePlatform) -> System {
     let view = BundleView::parse(&bytes[..length]).unwrap();
     let mut system = System::new();
     system
-        .instantiate(platform, &view, |name, e| panic!("world {name}: {e}"))
+        .instantiate(platform, &view, |what, name, e| {
+            panic!("{what} {name}: {e}")
+        })
         .unwrap();
     system
 }
@@ -1435,7 +1437,7 @@ fn a_world_whose_reservation_cannot_be_guaranteed_is_refused_by_name() {
     let frames_before = platform.allocated.len();
     let mut refused = StdVec::new();
     system
-        .instantiate(&mut platform, &view, |name, e| {
+        .instantiate(&mut platform, &view, |_, name, e| {
             refused.push(std::format!("{name}: {e}"))
         })
         .unwrap();

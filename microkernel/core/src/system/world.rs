@@ -212,7 +212,7 @@ impl System {
         &mut self,
         platform: &mut impl Platform,
         bundle: &BundleView<'_>,
-        mut report: impl FnMut(&str, &WorldError),
+        mut report: impl FnMut(&str, &str, &WorldError),
     ) -> Result<(), WorldError> {
         self.now = platform.now_ns();
         let mhz = u32::try_from(platform.tsc_khz() / 1000)
@@ -233,7 +233,7 @@ impl System {
                 Err(error) => {
                     // This object is missing; the worlds that would hold it are not created
                     // (a VM whose memory does not fit stays off), everything else is.
-                    report(spec.name(), &error);
+                    report("object", spec.name(), &error);
                     ids.push(MISSING)
                         .map_err(|_| WorldError::Limit("kernel objects"))?;
                     continue;
@@ -321,7 +321,7 @@ impl System {
         platform: &mut impl Platform,
         bundle: &BundleView<'_>,
         ids: &[u32],
-        mut report: impl FnMut(&str, &WorldError),
+        mut report: impl FnMut(&str, &str, &WorldError),
     ) -> Result<(), WorldError> {
         // Interrupts name their notification by manifest index: translate to object ids and
         // enable the lines now that someone can receive them.
@@ -344,11 +344,11 @@ impl System {
                 .iter()
                 .any(|cap| ids.get(usize::from(cap.object)) == Some(&MISSING))
             {
-                report(spec.name, &WorldError::MissingObject);
+                report("world", spec.name, &WorldError::MissingObject);
                 continue;
             }
             if let Err(error) = self.create_world(platform, index as WorldId, &spec, elf, ids) {
-                report(spec.name, &error);
+                report("world", spec.name, &error);
             }
         }
         Ok(())

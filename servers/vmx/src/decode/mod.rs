@@ -3,9 +3,9 @@
 //! Under QEMU's emulated AMD SVM a VM exit carries neither the next RIP nor the
 //! instruction bytes, so the monitor finds them itself:
 //!
-//! - [`walk`] translates guest linear addresses through the guest's page tables, in every
-//!   paging mode but 5-level;
-//! - [`fetch`] reads up to 15 bytes at CS:RIP, page by page;
+//! - [`walk`](mod@walk) translates guest linear addresses through the guest's page
+//!   tables, in every paging mode but 5-level;
+//! - [`fetch`](mod@fetch) reads up to 15 bytes at CS:RIP, page by page;
 //! - [`mmio`] decodes an instruction that touched MMIO into an [`MmioAccess`] and gives
 //!   the length of any instruction.
 //!

@@ -1399,35 +1399,75 @@ fn errors_display() {
 
 const PROPERTY_RAM: usize = 0x8000;
 
-/// A word of guest RAM: random, or shaped like a page-table entry pointing into RAM.
-fn ram_word() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        any::<u64>(),
-        (0..(PROPERTY_RAM as u64 >> 12), any::<u16>(), any::<bool>()).prop_map(
-            |(page, flags, nx)| (page << 12) | u64::from(flags & 0xfff) | if nx { NX } else { 0 }
-        ),
-    ]
+/// Guest RAM from `seed`. Each word is random, or — `shaped` times in 8 — a well-formed
+/// page-table entry pointing into RAM (so that walks go deep), or, one time in 8 each, an
+/// entry with random flags or the start of a MOV with random operands.
+fn hostile_ram(seed: u64, shaped: u8) -> Vec<u8> {
+    // SplitMix64: a cheap deterministic stream, so proptest varies one seed rather than
+    // generating every word.
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let pages = PROPERTY_RAM as u64 >> 12;
+    let shaped = u64::from(shaped);
+    let mut bytes = Vec::with_capacity(PROPERTY_RAM);
+    while bytes.len() < PROPERTY_RAM {
+        let random = next();
+        let choice = random & 7;
+        let frame = ((random >> 8) % pages) << 12;
+        let word = if choice < shaped {
+            // Present, writable, user; a large page one time in 8.
+            frame | P | RW | US | if (random >> 3) & 7 == 0 { PS } else { 0 }
+        } else if choice == shaped {
+            frame | ((random >> 40) & 0xfff) | ((random & (1 << 3)) << 60)
+        } else if choice == shaped + 1 {
+            let opcode =
+                [0x88, 0x89, 0x8a, 0x8b, 0xc6, 0xc7, 0xa1, 0xa3][(random >> 3) as usize & 7];
+            let prefix = [0x48, 0x66, 0x40, 0x67][(random >> 6) as usize & 3];
+            (random & !0xffff) | (opcode << 8) | prefix
+        } else {
+            random
+        };
+        bytes.extend_from_slice(&word.to_le_bytes());
+    }
+    bytes
 }
 
 fn segment() -> impl Strategy<Value = Segment> {
-    (any::<u16>(), any::<u16>(), any::<u32>(), any::<u64>()).prop_map(
-        |(selector, attributes, limit, base)| Segment {
+    let limit = prop_oneof![1 => any::<u32>(), 3 => Just(u32::MAX)];
+    let base = prop_oneof![1 => any::<u64>(), 3 => Just(0)];
+    (any::<u16>(), any::<u16>(), limit, base).prop_map(|(selector, attributes, limit, base)| {
+        Segment {
             selector,
             attributes: SegmentAttributes(attributes),
             limit,
             base,
-        },
-    )
+        }
+    })
 }
 
 /// Any register state, with CR3 often inside RAM.
 fn registers() -> impl Strategy<Value = GuestRegisters> {
-    let cr3 = prop_oneof![any::<u64>(), 0..PROPERTY_RAM as u64];
-    let rip = prop_oneof![any::<u64>(), 0..PROPERTY_RAM as u64 + 0x100];
+    let cr3 = prop_oneof![1 => any::<u64>(), 3 => 0..PROPERTY_RAM as u64];
+    // Mostly without 5-level paging (which stops every walk) or SMEP/SMAP.
+    let cr4 = prop_oneof![
+        1 => any::<u64>(),
+        3 => any::<u64>().prop_map(|cr4| cr4 & !(cr4::LA57 | cr4::SMEP | cr4::SMAP)),
+    ];
+    let rip = prop_oneof![
+        1 => any::<u64>(),
+        3 => 0..PROPERTY_RAM as u64 + 0x100,
+        1 => any::<u16>().prop_map(u64::from),
+    ];
     (
         any::<[u64; 16]>(),
         rip,
-        (any::<u64>(), cr3, any::<u64>(), any::<u64>(), any::<u64>()),
+        (any::<u64>(), cr3, cr4, any::<u64>(), any::<u64>()),
         (
             segment(),
             segment(),
@@ -1487,18 +1527,19 @@ fn access() -> impl Strategy<Value = MmioAccess> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     /// Hostile RAM and registers: translation, fetch and decode answer without panicking,
     /// and what they answer is self-consistent.
     #[test]
     fn hostile_guest_state_never_panics(
-        words in proptest::collection::vec(ram_word(), PROPERTY_RAM / 8),
+        seed in any::<u64>(),
+        shaped in 0u8..=4,
         registers in registers(),
         linear in any::<u64>(),
         gpa in any::<u64>(),
     ) {
-        let bytes: Vec<u8> = words.iter().flat_map(|word| word.to_le_bytes()).collect();
+        let bytes = hostile_ram(seed, shaped);
         let memory: &[u8] = &bytes;
         for address in [linear, registers.rip, registers.cs.base.wrapping_add(registers.rip)] {
             if let Ok(translation) = walk::walk(memory, &registers, address) {
@@ -1527,6 +1568,10 @@ proptest! {
                 prop_assert!(matches!(access.size(), 1 | 2 | 4 | 8));
                 let mut after = registers;
                 complete_read(&mut after, access, gpa);
+            }
+            Err(MmioError::AddressMismatch { operand_gpa, .. }) => {
+                // The operand's own address is accepted.
+                prop_assert!(decode_mmio(memory, &registers, operand_gpa).is_ok());
             }
             Err(error) => { let _ = std::format!("{error}"); }
         }

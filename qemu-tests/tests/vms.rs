@@ -1,0 +1,140 @@
+//! Virtual machines on the booted kernel: the Rust test guest (`guests/testguest`) run by a
+//! `vmx` monitor world under AMD SVM with nested paging (QEMU's TCG emulates both).
+//! Scenarios are in `qemu-tests/vms/<scenario>/` (see its README); `cargo xtask test`
+//! builds their images.
+
+use std::time::Duration;
+
+use esker_qemu_tests::{Failure, Machine, test_image_dir};
+
+/// A guest under nested TCG is slow; the busy scenario also runs six VMs.
+const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The lines of one VM's world (its monitor and its console).
+fn lines_of<'a>(machine: &'a Machine, vm: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    machine
+        .history()
+        .iter()
+        .filter(move |e| e.source == vm)
+        .map(|e| e.text.as_str())
+}
+
+#[test]
+fn the_test_guest_passes_every_check() -> Result<(), Failure> {
+    let image = test_image_dir("vm-guest")?;
+    let mut machine = Machine::pvh(&image, None)?;
+    machine.expect("vmx: vm testguest powered on: 32 MiB", GUEST_TIMEOUT)?;
+    for check in [
+        "testguest: cpuid: ok",
+        "testguest: ports: ok",
+        "testguest: mmio: ok",
+        "testguest: memory: ok",
+        "testguest: timer: ok",
+        "testguest: all checks passed",
+    ] {
+        machine.expect(check, GUEST_TIMEOUT)?;
+    }
+    let off = machine.expect("vmx: vm testguest powered off", GUEST_TIMEOUT)?;
+    if !off
+        .text
+        .contains("the guest exited with code 0 (port 0xf4)")
+    {
+        return Err(machine.fail(format!("unexpected power-off: {:?}", off.text)));
+    }
+    // The console lines come from the VM's own world, tagged with its name.
+    if !lines_of(&machine, "testguest").any(|l| l.starts_with("testguest: all checks passed")) {
+        return Err(machine.fail("the guest's console is not tagged with the VM's name"));
+    }
+    // Every exit kind the guest used was counted.
+    for reason in ["cpuid=", "io=", "mmio=", "hlt="] {
+        if !off.text.contains(reason) {
+            return Err(machine.fail(format!("no {reason} count in {:?}", off.text)));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn two_vms_run_at_once_and_cannot_see_each_others_memory() -> Result<(), Failure> {
+    let image = test_image_dir("vm-pair")?;
+    let mut machine = Machine::pvh(&image, None)?;
+    machine.expect_all(
+        &[
+            "testguest: isolation 1: ready",
+            "testguest: isolation 2: ready",
+            "testguest: isolation 1: wrote",
+            "testguest: isolation 2: wrote",
+        ],
+        GUEST_TIMEOUT,
+    )?;
+    // Each guest waits after writing its markers before it scans: both must have written
+    // ("ready") before either finished scanning, or the scan proved nothing.
+    let position = |needle: &str| {
+        machine
+            .history()
+            .iter()
+            .position(|e| e.text.contains(needle))
+            .unwrap_or(usize::MAX)
+    };
+    let last_ready = position("isolation 1: ready").max(position("isolation 2: ready"));
+    let first_scan = position("isolation 1: wrote").min(position("isolation 2: wrote"));
+    if last_ready > first_scan {
+        return Err(machine.fail(
+            "one guest finished scanning before the other had written its markers",
+        ));
+    }
+    for (vm, marker) in [("iso-a", 1), ("iso-b", 2)] {
+        let report = lines_of(&machine, vm)
+            .find(|l| l.starts_with(&format!("testguest: isolation {marker}: wrote")))
+            .map(str::to_owned)
+            .ok_or_else(|| machine.fail(format!("no isolation report from {vm}")))?;
+        if !report.ends_with("foreign markers found: 0") {
+            return Err(machine.fail(format!("{vm} saw the other VM's memory: {report:?}")));
+        }
+        let pages = esker_qemu_tests::number_after(&report, "wrote ").unwrap_or(0);
+        // 24 MiB of RAM, minus the image and low memory: thousands of pages.
+        if pages < 4000 {
+            return Err(machine.fail(format!("{vm} marked only {pages} pages: {report:?}")));
+        }
+    }
+    machine.expect_all(
+        &[
+            "vmx: vm iso-a powered off: the guest exited with code 0",
+            "vmx: vm iso-b powered off: the guest exited with code 0",
+        ],
+        GUEST_TIMEOUT,
+    )?;
+    Ok(())
+}
+
+#[test]
+fn broken_guests_are_powered_off_and_the_others_run_on() -> Result<(), Failure> {
+    let image = test_image_dir("vm-bad")?;
+    let mut machine = Machine::pvh(&image, None)?;
+    machine.expect_all(
+        &[
+            // A kernel image cut short.
+            "vmx: vm truncated: cannot load truncated.elf:",
+            // More memory than the host has: the VM is not created, the rest is.
+            "world huge: not created",
+            // A triple fault and garbage instructions stop their VM only.
+            "vmx: vm triple powered off: the guest triple-faulted (shutdown)",
+            "vmx: vm garbage powered off: the guest triple-faulted (shutdown)",
+            // A guest spinning forever does not keep the others from the CPU.
+            "testguest: spin: looping forever",
+            "testguest: all checks passed",
+            "vmx: vm survivor powered off: the guest exited with code 0",
+        ],
+        GUEST_TIMEOUT,
+    )?;
+    let not_created = machine
+        .history()
+        .iter()
+        .find(|e| e.text.contains("object huge-ram: not created"))
+        .map(|e| e.text.clone())
+        .ok_or_else(|| machine.fail("no report that the huge VM's memory was not created"))?;
+    if !not_created.contains("needs 3000 MiB of contiguous physical memory") {
+        return Err(machine.fail(format!("unclear message: {not_created:?}")));
+    }
+    Ok(())
+}
