@@ -135,3 +135,33 @@ pub fn spin() -> ! {
         core::hint::spin_loop();
     }
 }
+
+/// Samples of [`cpuid_bench`].
+const CPUID_SAMPLES: usize = 1001;
+
+/// Times single CPUID instructions (each one a full exit to the monitor and back) with
+/// RDTSC and prints `cpuid round trip: median <m> cycles, min <n>, over <k> samples, rdtsc
+/// <r>` (`r`: two back-to-back RDTSCs, the timing overhead included in each sample), then
+/// exits 0. Under QEMU's `-icount shift=0` a TSC cycle is one instruction.
+pub fn cpuid_bench() -> ! {
+    serial::set_stage("cpuid-bench");
+    let mut samples = [0u64; CPUID_SAMPLES];
+    for sample in samples.iter_mut() {
+        let start = crate::cpu::rdtsc();
+        let _ = core::hint::black_box(core::arch::x86_64::__cpuid(0));
+        *sample = crate::cpu::rdtsc().wrapping_sub(start);
+    }
+    samples.sort_unstable();
+    let overhead = {
+        let start = crate::cpu::rdtsc();
+        crate::cpu::rdtsc().wrapping_sub(start)
+    };
+    crate::say!(
+        "cpuid round trip: median {} cycles, min {}, over {} samples, rdtsc {}",
+        samples[CPUID_SAMPLES / 2],
+        samples[0],
+        CPUID_SAMPLES,
+        overhead
+    );
+    crate::cpu::exit(0)
+}

@@ -88,6 +88,9 @@ pub enum Action {
     Garbage,
     /// Print a line and loop forever.
     Spin,
+    /// Time CPUID exits (guest -> kernel -> monitor -> guest) with RDTSC, print the
+    /// median and minimum, exit 0.
+    CpuidBench,
 }
 
 /// What a command line asks for: some checks, then at most one action.
@@ -164,6 +167,7 @@ pub fn parse_cmdline(line: &str) -> Result<Plan, CmdlineError<'_>> {
                 "triple-fault" => Action::TripleFault,
                 "garbage" => Action::Garbage,
                 "spin" => Action::Spin,
+                "cpuid-bench" => Action::CpuidBench,
                 _ => return Err(CmdlineError::UnknownWord(word)),
             }
         };

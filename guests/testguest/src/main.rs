@@ -93,6 +93,7 @@ extern "C" fn guest_main(magic: u32, info_addr: u32) -> ! {
         Some(Action::TripleFault) => actions::triple_fault(),
         Some(Action::Garbage) => actions::garbage(),
         Some(Action::Spin) => actions::spin(),
+        Some(Action::CpuidBench) => actions::cpuid_bench(),
     }
 }
 

@@ -30,6 +30,7 @@ use crate::image::{self, Flavor, Image};
 use crate::{cargo, host, loc};
 
 mod sched;
+mod vm;
 
 /// Boots measured for the median boot time.
 const BOOT_RUNS: usize = 5;
@@ -154,6 +155,62 @@ pub fn run() -> Result<ExitCode> {
         ipc.poll.median,
         "instructions",
     ));
+
+    let cpuid = vm::cpuid(&host)?;
+    let cpuid_target = format!(
+        "target <= {}, goal <= {} ({})",
+        vm::CPUID_TARGET,
+        vm::CPUID_GOAL,
+        if cpuid.median <= vm::CPUID_GOAL {
+            "goal met"
+        } else if cpuid.median <= vm::CPUID_TARGET {
+            "target met"
+        } else {
+            "over target"
+        }
+    );
+    results.push(
+        Measurement::count(
+            "vm_cpuid_exit_round_trip_instructions",
+            cpuid.median,
+            "instructions",
+        )
+        .with_target(cpuid_target),
+    );
+    results.push(Measurement::count(
+        "vm_cpuid_exit_round_trip_min_instructions",
+        cpuid.min,
+        "instructions",
+    ));
+    let linux = vm::linux(&host)?;
+    println!(
+        "bench: linux to user space: {:.2} s under Esker, {:.2} s directly: {:.2}x; exits: {}",
+        linux.esker.as_secs_f64(),
+        linux.direct.as_secs_f64(),
+        linux.ratio(),
+        linux.exits
+    );
+    results.push(
+        Measurement::decimal("linux_boot_esker_s", linux.esker.as_secs_f64(), 2, "s")?.with_target(
+            format!(
+                "median of {}, QEMU start to first user-space line",
+                vm::LINUX_RUNS
+            ),
+        ),
+    );
+    results.push(
+        Measurement::decimal("linux_boot_direct_s", linux.direct.as_secs_f64(), 2, "s")?
+            .with_target("same kernel, initramfs and command line, booted by QEMU itself".into()),
+    );
+    results.push(
+        Measurement::decimal("linux_boot_ratio", linux.ratio(), 2, "x")?.with_target(format!(
+            "target <= {}, goal <= {}; exits: {}",
+            vm::LINUX_RATIO_TARGET,
+            vm::LINUX_RATIO_GOAL,
+            linux.exits
+        )),
+    );
+    let _ = cpuid.rdtsc;
 
     let costs = sched::decision_costs()?;
     let steps_at = |entities| {

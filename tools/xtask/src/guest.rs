@@ -66,6 +66,10 @@ echo "esker-guest: userspace up"
 echo "esker-guest: kernel $(uname -r)"
 echo "esker-guest: cpus $(grep -c ^processor /proc/cpuinfo)"
 echo "esker-guest: memory $(grep MemTotal /proc/meminfo)"
+if grep -q esker.poweroff /proc/cmdline; then
+    echo "esker-guest: powering off"
+    poweroff -f
+fi
 exec setsid cttyhack sh
 "#;
 
