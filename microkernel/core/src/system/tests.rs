@@ -1491,3 +1491,5 @@ proptest! {
         prop_assert_eq!([frame.rdx, frame.r10, frame.r8, frame.r9], [1, 2, 3, 4]);
     }
 }
+
+mod vm;
