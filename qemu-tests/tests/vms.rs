@@ -79,9 +79,9 @@ fn two_vms_run_at_once_and_cannot_see_each_others_memory() -> Result<(), Failure
     let last_ready = position("isolation 1: ready").max(position("isolation 2: ready"));
     let first_scan = position("isolation 1: wrote").min(position("isolation 2: wrote"));
     if last_ready > first_scan {
-        return Err(machine.fail(
-            "one guest finished scanning before the other had written its markers",
-        ));
+        return Err(
+            machine.fail("one guest finished scanning before the other had written its markers")
+        );
     }
     for (vm, marker) in [("iso-a", 1), ("iso-b", 2)] {
         let report = lines_of(&machine, vm)
@@ -135,6 +135,40 @@ fn broken_guests_are_powered_off_and_the_others_run_on() -> Result<(), Failure> 
         .ok_or_else(|| machine.fail("no report that the huge VM's memory was not created"))?;
     if !not_created.contains("needs 3000 MiB of contiguous physical memory") {
         return Err(machine.fail(format!("unclear message: {not_created:?}")));
+    }
+    Ok(())
+}
+
+/// Debian's kernel under TCG inside TCG: allow for a slow, shared machine.
+const LINUX_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[test]
+fn debians_linux_boots_to_user_space_and_runs_commands() -> Result<(), Failure> {
+    let image = test_image_dir("vm-linux")?;
+    let mut machine = Machine::pvh(&image, None)?;
+    machine.expect(
+        "vmx: vm linux powered on: 256 MiB, 1 vCPU; Linux ",
+        GUEST_TIMEOUT,
+    )?;
+    machine.expect("Linux version 6.", LINUX_TIMEOUT)?;
+    machine.expect("Run /init as init process", LINUX_TIMEOUT)?;
+    machine.expect("esker-guest: userspace up", LINUX_TIMEOUT)?;
+    // Commands the guest's /init runs, with their output: uname, /proc/cpuinfo, meminfo.
+    let kernel = machine.expect("esker-guest: kernel ", LINUX_TIMEOUT)?;
+    if !kernel.text.contains("-cloud-amd64") {
+        return Err(machine.fail(format!("unexpected uname -r: {:?}", kernel.text)));
+    }
+    machine.expect("esker-guest: cpus 1", LINUX_TIMEOUT)?;
+    let memory = machine.expect("esker-guest: memory MemTotal:", LINUX_TIMEOUT)?;
+    let kib: u64 = memory
+        .text
+        .split_once("MemTotal:")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // 256 MiB of RAM, less what the kernel keeps for itself.
+    if !(150_000..=262_144).contains(&kib) {
+        return Err(machine.fail(format!("the guest sees {kib} KiB: {:?}", memory.text)));
     }
     Ok(())
 }

@@ -74,6 +74,12 @@ fn boot(rt: &esker_rt::Runtime) -> Result<PowerOff, String> {
     let config: VmConfig =
         config::parse(config_text).map_err(|e| alloc::format!("VM configuration: {e}"))?;
     let name = config.name.clone();
+    if config.vcpus != 1 {
+        return Err(alloc::format!(
+            "vm {name}: {} vCPUs asked for; this monitor runs VMs with 1 vCPU (virtual SMP is not built yet)",
+            config.vcpus
+        ));
+    }
     let kernel = package
         .file(&config.kernel)
         .map_err(|e| alloc::format!("vm {name}: {e}"))?;

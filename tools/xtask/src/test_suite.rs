@@ -248,6 +248,19 @@ fn build_vm_images(tally: &mut Tally, host: &Host) -> bool {
         };
         all &= tally.step(&format!("image (vm scenario: {stem})"), ok);
     }
+    // Debian's Linux guest (downloaded with apt-get the first time).
+    let linux = crate::guest::linux(&crate::guest::default_linux_dir())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|config| {
+            let vm = crate::vms::load(&config)?;
+            let dir = test_images_dir().join("vm-linux");
+            let manifest = crate::vms::write_manifest(&image::default_manifest(), &[vm], &dir)?;
+            image::build_with(host, Flavor::Normal, &manifest, &dir).map(|_| ())
+        });
+    if let Err(err) = &linux {
+        eprintln!("error: {err:#}");
+    }
+    all &= tally.step("image (vm scenario: linux)", linux.is_ok());
     all
 }
 

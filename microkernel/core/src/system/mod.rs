@@ -407,6 +407,10 @@ pub struct System {
     maybe_preempt: bool,
     /// When the armed timer fires (ns since boot), as far as the system knows.
     timer_at: Option<u64>,
+    /// No sleeper or guest timeout is due before this (ns since boot); `None`: none.
+    next_wake: Option<u64>,
+    /// `next_wake` moved since the timer was last compared with it.
+    rearm: bool,
     /// The last ASID handed to a VM.
     next_asid: u32,
     /// The I/O and MSR permission maps all guests share (made with the first vCPU).
@@ -447,6 +451,8 @@ impl System {
             donation: None,
             maybe_preempt: false,
             timer_at: None,
+            next_wake: None,
+            rearm: false,
             next_asid: 0,
             svm_maps: None,
         }
@@ -548,17 +554,24 @@ impl System {
     /// Decides what runs next (see [`Self::decide`]), after waking sleepers whose time has
     /// come, and makes sure the timer fires for the earliest sleeper or guest timeout.
     fn dispatch(&mut self) -> Next {
-        let wake = self.wake_sleepers();
-        let mut next = self.decide();
-        let now = self.now;
-        let (Next::World { deadline_ns, .. } | Next::Idle { deadline_ns }) = &mut next;
-        if let Some(nanos) = *deadline_ns {
-            self.timer_at = Some(now.saturating_add(nanos));
+        // Sleepers are looked at only when the earliest of them is due (the common path,
+        // an IPC round trip, pays one comparison).
+        if self.next_wake.is_some_and(|at| at <= self.now) {
+            self.next_wake = self.wake_sleepers();
+            self.rearm = true;
         }
-        if let Some(wake) = wake
+        let mut next = self.decide();
+        let (Next::World { deadline_ns, .. } | Next::Idle { deadline_ns }) = &mut next;
+        match *deadline_ns {
+            Some(nanos) => self.timer_at = Some(self.now.saturating_add(nanos)),
+            None if !self.rearm => return next,
+            None => {}
+        }
+        self.rearm = false;
+        if let Some(wake) = self.next_wake
             && self.timer_at.is_none_or(|at| wake < at)
         {
-            *deadline_ns = Some(wake.saturating_sub(now));
+            *deadline_ns = Some(wake.saturating_sub(self.now));
             self.timer_at = Some(wake);
         }
         next
@@ -568,6 +581,7 @@ impl System {
     /// it blocked, the timer fired, it yielded, or the policy wants to preempt it;
     /// otherwise the scheduler picks, or, right after a call met its receiver, tries a
     /// directed switch to the receiver.
+    #[inline]
     fn decide(&mut self) -> Next {
         let now = self.now;
         if !self.resched

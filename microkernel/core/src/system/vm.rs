@@ -88,6 +88,9 @@ pub struct Vcpu {
     pub owner: Option<WorldId>,
     /// Exits taken.
     pub exits: u64,
+    /// The monitor holds an exit message it has not answered yet (its next reply
+    /// answers that exit; otherwise it answers a timeout).
+    pub outstanding: bool,
 }
 
 /// Offset of the FXSAVE area in a vCPU's register page.
@@ -206,6 +209,7 @@ impl System {
             state,
             owner: None,
             exits: 0,
+            outstanding: false,
         }))
     }
 
@@ -410,7 +414,7 @@ impl System {
         if vcpu.owner.is_some_and(|owner| owner != id) {
             return Err(Error::InsufficientRights);
         }
-        let (vmcb, state, vm) = (vcpu.vmcb, vcpu.state, vcpu.vm);
+        let (vmcb, state, vm, outstanding) = (vcpu.vmcb, vcpu.state, vcpu.vm, vcpu.outstanding);
         let Some(host) = platform.svm_limits() else {
             return Err(Error::InvalidArgument);
         };
@@ -434,8 +438,29 @@ impl System {
                 .object(vcpu_id)
                 .map(|o| o.name.clone())
                 .unwrap_or_default();
+            // After a timeout (or before the first run) the monitor has not seen the
+            // guest's state: an event the kernel is re-delivering (the guest was stopped
+            // by a host interrupt while taking it) must survive the reply.
+            let redelivering = !outstanding
+                && platform.with_vcpu(vmcb, state, |vmcb, _| {
+                    vmcb.control.event_injection & (1 << 31) != 0
+                });
+            if redelivering && reply.inject.is_some() {
+                kernel_line(
+                    platform,
+                    format_args!(
+                        "vcpu {name}: reply refused: it injects an event while the guest is still being given another"
+                    ),
+                );
+                return Err(Error::InvalidArgument);
+            }
             if let Err(error) = platform.with_vcpu(vmcb, state, |vmcb, gpr| {
-                vcpu::svm::apply_reply(vmcb, gpr, &reply, &host)
+                let kept = vmcb.control.event_injection;
+                let result = vcpu::svm::apply_reply(vmcb, gpr, &reply, &host);
+                if redelivering {
+                    vmcb.control.event_injection = kept;
+                }
+                result
             }) {
                 kernel_line(
                     platform,
@@ -446,6 +471,7 @@ impl System {
         }
         if let Some(Object::Vcpu(vcpu)) = self.object_mut(vcpu_id) {
             vcpu.owner = Some(id);
+            vcpu.outstanding = false;
         }
         let flush = self
             .vm_mut(vm)
@@ -461,6 +487,7 @@ impl System {
                 return Err(Error::InvalidArgument);
             };
             self.block(id, WorldState::Sleeping { until });
+            self.wake_at(until);
             return Ok(None);
         }
         if let Some(world) = self.world_mut(id) {
@@ -469,7 +496,16 @@ impl System {
                 until,
             });
         }
+        if let Some(until) = until {
+            self.wake_at(until);
+        }
         Ok(None)
+    }
+
+    /// Makes sure the next dispatch looks at sleepers and guest timeouts by `at`.
+    fn wake_at(&mut self, at: u64) {
+        self.next_wake = Some(self.next_wake.map_or(at, |w| w.min(at)));
+        self.rearm = true;
     }
 
     /// Wakes sleepers whose time has come; returns the earliest remaining wake-up.
@@ -559,6 +595,7 @@ impl System {
         let _ = code;
         if let Some(Object::Vcpu(vcpu)) = self.object_mut(mode.vcpu) {
             vcpu.exits += 1;
+            vcpu.outstanding = true;
         }
         let mut bytes = [0u8; 1024];
         let length = match postcard::to_slice(&message, &mut bytes) {
