@@ -126,10 +126,19 @@ pub(crate) fn least_privilege<'a>(
                 out.push(gu(&cap.name, message));
             }
         }
+        // A monitor program declares its VM's capabilities, but only a monitor of a VM
+        // the manifest powers on (a `[vms]` entry) is given them.
+        let runs_vm = world.vm.as_ref().is_some_and(|vm| {
+            graph
+                .objects
+                .iter()
+                .any(|o| o.kind == esker_abi::ObjectKind::Vm && o.name == *vm)
+        });
         for declared in uses
             .caps
             .keys()
             .filter(|d| !caps.iter().any(|c| c.name == **d))
+            .filter(|d| runs_vm || !is_vm_capability(d))
         {
             out.push(gu(
                 declared,
@@ -138,4 +147,9 @@ pub(crate) fn least_privilege<'a>(
         }
     }
     out
+}
+
+/// The capabilities a monitor holds on the VM it runs (see `esker-manifest`'s compiler).
+fn is_vm_capability(name: &str) -> bool {
+    matches!(name, "vm" | "memory:guest-ram" | "memory:vm-package") || name.starts_with("vcpu:")
 }

@@ -522,3 +522,97 @@ fn without_svm_no_vm_is_created_and_its_monitor_is_not_either() {
     );
     assert_eq!(system.live_worlds(), 0);
 }
+
+#[test]
+fn an_event_being_redelivered_survives_the_reply_to_a_timeout() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot_vm(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, MONITOR);
+    let mut start = GuestRegisters::protected_mode_flat(0x10_0000);
+    start.rflags |= 1 << 9;
+    let reply = ExitReply {
+        registers: Some(start),
+        advance_rip: 0,
+        inject: None,
+        interrupt_window: false,
+    };
+    let length = put_reply(&system, &mut platform, &reply);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::VcpuRun,
+        [VCPU, length, 0, 1_000, 0, 0],
+    );
+    // A host interrupt stops the guest while it takes injected vector 0x30: the kernel
+    // re-delivers it on the next entry.
+    let (vmcb, state) = vcpu_frames(&system);
+    platform.with_vcpu(vmcb, state, |vmcb, _| {
+        vmcb.control.exit_code = SvmExitCode::Intr.to_raw();
+        vmcb.control.exit_int_info = (1 << 31) | 0x30;
+    });
+    assert_eq!(
+        system.on_vmexit(&mut platform, MONITOR),
+        VmExitAction::HostInterrupt
+    );
+    let redelivery = platform.with_vcpu(vmcb, state, |vmcb, _| vmcb.control.event_injection);
+    assert_eq!(redelivery & 0xff, 0x30);
+    assert_ne!(redelivery & (1 << 31), 0);
+    // The monitor's timeout passes; it answers without knowing the guest's state (asks
+    // for an interrupt window). The event being re-delivered is kept.
+    platform.clock.set(1_000);
+    assert!(system.guest_entry(&platform, MONITOR).is_none());
+    let window = ExitReply {
+        registers: None,
+        advance_rip: 0,
+        inject: None,
+        interrupt_window: true,
+    };
+    let length = put_reply(&system, &mut platform, &window);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::VcpuRun,
+        [VCPU, length, 0, 0, 0, 0],
+    );
+    assert_eq!(
+        platform.with_vcpu(vmcb, state, |vmcb, _| vmcb.control.event_injection),
+        redelivery
+    );
+    // A second event on top of it is refused rather than one of them lost.
+    platform.with_vcpu(vmcb, state, |vmcb, _| {
+        vmcb.control.exit_code = SvmExitCode::Intr.to_raw();
+    });
+    assert_eq!(
+        system.on_vmexit(&mut platform, MONITOR),
+        VmExitAction::HostInterrupt
+    );
+    platform.clock.set(2_000);
+    let inject = ExitReply {
+        registers: None,
+        advance_rip: 0,
+        inject: Some(crate::virt::vcpu::Event::ExternalInterrupt { vector: 0x31 }),
+        interrupt_window: false,
+    };
+    // Leave guest mode through the (zero) timeout check: the world is back in user mode.
+    if let Some(world) = system.world_mut(MONITOR) {
+        world.guest = None;
+    }
+    let length = put_reply(&system, &mut platform, &inject);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::VcpuRun,
+        [VCPU, length, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, MONITOR), Err(Error::InvalidArgument));
+    assert!(
+        platform
+            .texts()
+            .iter()
+            .any(|t| t.contains("injects an event while the guest is still being given another"))
+    );
+}
