@@ -329,6 +329,17 @@ fn boot(platform: &mut FakePlatform) -> System {
     worlds
         .push(world("bystander", caps(&[(0, "log", 2, Rights::LOG, 0)])))
         .unwrap();
+    system_of(platform, elf, objects, worlds)
+}
+
+/// A system instantiated from `objects` and `worlds`, every world running program `elf`
+/// (binary "prog"); any object or world the kernel refuses fails the test.
+fn system_of(
+    platform: &mut FakePlatform,
+    elf: &'static [u8],
+    objects: heapless::Vec<ObjectSpec<'static>, { crate::manifest::MAX_OBJECTS }>,
+    worlds: heapless::Vec<WorldSpec<'static>, { crate::manifest::MAX_WORLDS }>,
+) -> System {
     let mut binaries = heapless::Vec::new();
     binaries.push(Binary { name: "prog", elf }).unwrap();
     let bundle = Bundle {

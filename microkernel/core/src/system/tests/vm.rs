@@ -81,22 +81,7 @@ fn boot_vm(platform: &mut FakePlatform) -> System {
             ]),
         ))
         .unwrap();
-    let mut binaries = heapless::Vec::new();
-    binaries.push(Binary { name: "prog", elf }).unwrap();
-    let bundle = Bundle {
-        manifest: CompiledManifest { worlds, objects },
-        binaries,
-    };
-    let bytes: &'static mut [u8] = Box::leak(vec![0u8; 1 << 20].into_boxed_slice());
-    let length = bundle.encode(bytes).unwrap();
-    let view = BundleView::parse(&bytes[..length]).unwrap();
-    let mut system = System::new();
-    system
-        .instantiate(platform, &view, |what, name, e| {
-            panic!("{what} {name}: {e}")
-        })
-        .unwrap();
-    system
+    system_of(platform, elf, objects, worlds)
 }
 
 /// The VM object and its RAM's first frame.
