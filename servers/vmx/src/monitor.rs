@@ -108,6 +108,8 @@ pub struct Monitor<M: GuestMemory + ?Sized> {
     cpuid: HostCpuid,
     msrs: BTreeMap<u32, u64>,
     console: Vec<u8>,
+    /// The guest wrote to a console port since the console was last read.
+    console_written: bool,
     /// Exits by reason.
     pub exits: ExitCounts,
     /// MSR accesses refused with #GP.
@@ -129,6 +131,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             cpuid,
             msrs: BTreeMap::new(),
             console: Vec::new(),
+            console_written: false,
             exits: ExitCounts::default(),
             unknown_msrs: 0,
             _memory: core::marker::PhantomData,
@@ -138,6 +141,10 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
     /// Bytes the guest sent to its UART (or port 0xe9) since the last call, as complete
     /// lines; with `flush`, a trailing partial line (a shell prompt) too.
     pub fn console_lines(&mut self, flush: bool) -> Vec<String> {
+        if !self.console_written && !(flush && !self.console.is_empty()) {
+            return Vec::new();
+        }
+        self.console_written = false;
         self.console.extend(self.devices.uart_output());
         let mut lines = Vec::new();
         while let Some(end) = self.console.iter().position(|&b| b == b'\n') {
@@ -227,6 +234,9 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                 }
                 skip!();
                 if write {
+                    if matches!(port, 0x3f8..=0x3ff | 0xe9) {
+                        self.console_written = true;
+                    }
                     match self.devices.io_write(port, size, value, now_ns) {
                         IoEffect::None => {}
                         IoEffect::DebugExit(code) => {

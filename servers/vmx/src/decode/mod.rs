@@ -67,12 +67,27 @@ pub fn exit_instruction_length<M: GuestMemory + ?Sized>(
     registers: &GuestRegisters,
 ) -> Result<u8, InstructionError> {
     let fetched = fetch(memory, registers).map_err(InstructionError::Fetch)?;
+    if let Some(length) = unprefixed_exit_length(fetched.bytes()) {
+        return Ok(length);
+    }
     instruction_length(fetched.bytes(), fetched.bitness).map_err(|error| {
         match explain(error, &fetched) {
             Ok(error) => InstructionError::Decode(error),
             Err(stop) => InstructionError::Fetch(stop),
         }
     })
+}
+
+/// The length of the plain, unprefixed encodings of the instructions that exit most
+/// (CPUID, RDMSR, WRMSR, HLT, VMMCALL, INVD, WBINVD), which need no decoder; `None` for
+/// anything else (a prefix, another instruction), which the decoder measures.
+fn unprefixed_exit_length(bytes: &[u8]) -> Option<u8> {
+    match bytes {
+        [0xf4, ..] => Some(1),
+        [0x0f, 0xa2 | 0x32 | 0x30 | 0x08 | 0x09, ..] => Some(2),
+        [0x0f, 0x01, 0xd9, ..] => Some(3),
+        _ => None,
+    }
 }
 
 /// Fetches and decodes the instruction at the guest's CS:RIP, which made an access to

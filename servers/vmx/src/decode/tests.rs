@@ -1671,3 +1671,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_common_exit_instructions_measure_the_same_with_and_without_the_decoder() {
+    for bytes in [
+        &[0xf4][..],
+        &[0x0f, 0xa2],
+        &[0x0f, 0x32],
+        &[0x0f, 0x30],
+        &[0x0f, 0x08],
+        &[0x0f, 0x09],
+        &[0x0f, 0x01, 0xd9],
+    ] {
+        let mut padded = [0x90u8; 15];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        for bitness in [16, 32, 64] {
+            assert_eq!(
+                super::unprefixed_exit_length(&padded),
+                instruction_length(&padded, bitness).ok(),
+                "{bytes:x?} in {bitness}-bit code"
+            );
+        }
+    }
+    // A prefix is left to the decoder.
+    assert_eq!(super::unprefixed_exit_length(&[0x66, 0x0f, 0xa2]), None);
+}

@@ -128,7 +128,12 @@ impl GeneralRegisters {
 ///
 /// Values are what the guest sees: EFER never shows SVME (the SVM backend adds it), and
 /// on VMX CR0/CR4 are read through their read shadows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire (serde) it is one byte string of [`GuestRegisters::WIRE_BYTES`] in a fixed
+/// little-endian layout ([`GuestRegisters::to_wire`]): every exit carries it out and many
+/// replies carry it back, and field-by-field varints cost thousands of instructions per
+/// round trip.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuestRegisters {
     /// RAX … R15.
     pub gpr: GeneralRegisters,
@@ -166,6 +171,157 @@ pub struct GuestRegisters {
     pub gdtr: DescriptorTable,
     /// Interrupt descriptor table register.
     pub idtr: DescriptorTable,
+}
+
+impl GuestRegisters {
+    /// Bytes of the wire form: 23 words of registers, 8 segments of 2 words, 2 descriptor
+    /// tables of 2 words.
+    pub const WIRE_BYTES: usize = (23 + 8 * 2 + 2 * 2) * 8;
+
+    /// Words of the wire form.
+    const WIRE_WORDS: usize = Self::WIRE_BYTES / 8;
+
+    /// The fixed little-endian wire form.
+    pub fn to_wire(&self) -> [u8; Self::WIRE_BYTES] {
+        let g = &self.gpr;
+        let segment = |s: &Segment| {
+            u64::from(s.selector) | u64::from(s.attributes.0) << 16 | u64::from(s.limit) << 32
+        };
+        let words: [u64; Self::WIRE_WORDS] = [
+            g.rax,
+            g.rcx,
+            g.rdx,
+            g.rbx,
+            g.rsp,
+            g.rbp,
+            g.rsi,
+            g.rdi,
+            g.r8,
+            g.r9,
+            g.r10,
+            g.r11,
+            g.r12,
+            g.r13,
+            g.r14,
+            g.r15,
+            self.rip,
+            self.rflags,
+            self.cr0,
+            self.cr2,
+            self.cr3,
+            self.cr4,
+            self.efer,
+            segment(&self.cs),
+            self.cs.base,
+            segment(&self.ds),
+            self.ds.base,
+            segment(&self.es),
+            self.es.base,
+            segment(&self.fs),
+            self.fs.base,
+            segment(&self.gs),
+            self.gs.base,
+            segment(&self.ss),
+            self.ss.base,
+            segment(&self.tr),
+            self.tr.base,
+            segment(&self.ldtr),
+            self.ldtr.base,
+            self.gdtr.base,
+            u64::from(self.gdtr.limit),
+            self.idtr.base,
+            u64::from(self.idtr.limit),
+        ];
+        let mut out = [0u8; Self::WIRE_BYTES];
+        for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads the wire form; `None` unless `bytes` is exactly [`Self::WIRE_BYTES`] long and
+    /// every narrow field fits.
+    pub fn from_wire(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; Self::WIRE_BYTES] = bytes.try_into().ok()?;
+        let mut w = [0u64; Self::WIRE_WORDS];
+        for (word, chunk) in w.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(chunk);
+            *word = u64::from_le_bytes(le);
+        }
+        let segment = |packed: u64, base: u64| Segment {
+            selector: packed as u16,
+            attributes: SegmentAttributes((packed >> 16) as u16),
+            limit: (packed >> 32) as u32,
+            base,
+        };
+        Some(Self {
+            gpr: GeneralRegisters {
+                rax: w[0],
+                rcx: w[1],
+                rdx: w[2],
+                rbx: w[3],
+                rsp: w[4],
+                rbp: w[5],
+                rsi: w[6],
+                rdi: w[7],
+                r8: w[8],
+                r9: w[9],
+                r10: w[10],
+                r11: w[11],
+                r12: w[12],
+                r13: w[13],
+                r14: w[14],
+                r15: w[15],
+            },
+            rip: w[16],
+            rflags: w[17],
+            cr0: w[18],
+            cr2: w[19],
+            cr3: w[20],
+            cr4: w[21],
+            efer: w[22],
+            cs: segment(w[23], w[24]),
+            ds: segment(w[25], w[26]),
+            es: segment(w[27], w[28]),
+            fs: segment(w[29], w[30]),
+            gs: segment(w[31], w[32]),
+            ss: segment(w[33], w[34]),
+            tr: segment(w[35], w[36]),
+            ldtr: segment(w[37], w[38]),
+            gdtr: DescriptorTable {
+                base: w[39],
+                limit: u16::try_from(w[40]).ok()?,
+            },
+            idtr: DescriptorTable {
+                base: w[41],
+                limit: u16::try_from(w[42]).ok()?,
+            },
+        })
+    }
+}
+
+impl Serialize for GuestRegisters {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.to_wire())
+    }
+}
+
+impl<'de> Deserialize<'de> for GuestRegisters {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Wire;
+        impl serde::de::Visitor<'_> for Wire {
+            type Value = GuestRegisters;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{} bytes of guest registers", GuestRegisters::WIRE_BYTES)
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+                GuestRegisters::from_wire(bytes)
+                    .ok_or_else(|| E::invalid_length(bytes.len(), &self))
+            }
+        }
+        deserializer.deserialize_bytes(Wire)
+    }
 }
 
 /// Linux's `__BOOT_CS`, the code selector the 64-bit boot protocol expects.

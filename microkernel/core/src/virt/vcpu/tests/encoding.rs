@@ -160,3 +160,64 @@ fn the_real_vcpu_event_matches_the_svm_constant_for_nmi() {
         0x8000_0202
     );
 }
+
+mod wire {
+    use super::super::super::*;
+    use proptest::prelude::*;
+
+    fn segment() -> impl Strategy<Value = Segment> {
+        (any::<u16>(), any::<u16>(), any::<u32>(), any::<u64>()).prop_map(
+            |(selector, attributes, limit, base)| Segment {
+                selector,
+                attributes: SegmentAttributes(attributes),
+                limit,
+                base,
+            },
+        )
+    }
+
+    fn registers() -> impl Strategy<Value = GuestRegisters> {
+        (
+            proptest::array::uniform16(any::<u64>()),
+            proptest::array::uniform7(any::<u64>()),
+            proptest::array::uniform8(segment()),
+            (any::<u64>(), any::<u16>(), any::<u64>(), any::<u16>()),
+        )
+            .prop_map(|(gprs, control, segments, (gb, gl, ib, il))| {
+                let mut r = GuestRegisters::default();
+                for (n, value) in gprs.into_iter().enumerate() {
+                    r.gpr.set(n as u8, value);
+                }
+                [r.rip, r.rflags, r.cr0, r.cr2, r.cr3, r.cr4, r.efer] = control;
+                [r.cs, r.ds, r.es, r.fs, r.gs, r.ss, r.tr, r.ldtr] = segments;
+                r.gdtr = DescriptorTable {
+                    base: gb,
+                    limit: gl,
+                };
+                r.idtr = DescriptorTable {
+                    base: ib,
+                    limit: il,
+                };
+                r
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn registers_round_trip_through_the_wire_form(r in registers()) {
+            prop_assert_eq!(GuestRegisters::from_wire(&r.to_wire()), Some(r));
+            let mut buffer = [0u8; 1024];
+            let bytes = postcard::to_slice(&r, &mut buffer).unwrap();
+            prop_assert_eq!(postcard::from_bytes::<GuestRegisters>(bytes).unwrap(), r);
+        }
+
+        #[test]
+        fn a_wrong_length_or_an_oversized_limit_is_refused(cut in 0usize..GuestRegisters::WIRE_BYTES) {
+            let wire = GuestRegisters::default().to_wire();
+            prop_assert_eq!(GuestRegisters::from_wire(&wire[..cut]), None);
+            let mut bad = wire;
+            bad[40 * 8 + 2] = 1; // GDTR limit 0x10000
+            prop_assert_eq!(GuestRegisters::from_wire(&bad), None);
+        }
+    }
+}
