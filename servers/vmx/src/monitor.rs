@@ -141,7 +141,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
     /// Bytes the guest sent to its UART (or port 0xe9) since the last call, as complete
     /// lines; with `flush`, a trailing partial line (a shell prompt) too.
     pub fn console_lines(&mut self, flush: bool) -> Vec<String> {
-        if !self.console_written && !(flush && !self.console.is_empty()) {
+        if !self.console_written && (!flush || self.console.is_empty()) {
             return Vec::new();
         }
         self.console_written = false;
