@@ -134,14 +134,17 @@ fn boot(rt: &esker_rt::Runtime) -> Result<PowerOff, String> {
     };
     let mut halted = false;
     let mut wake_at: Option<u64> = None;
+    // The clock at the last exit: close enough to compute the next timeout from (the
+    // monitor's own work in between is short), and one clock read per exit is cheaper.
+    let mut t = now();
     let off = loop {
         let reply_len = encode_reply(&reply)?;
         let timeout = wake_at.map_or(MAX_SLICE_NS, |at| {
-            at.saturating_sub(now()).clamp(1, MAX_SLICE_NS)
+            at.saturating_sub(t).clamp(1, MAX_SLICE_NS)
         });
         let result = sys::vcpu_run(vcpu, reply_len, halted, timeout)
             .map_err(|e| alloc::format!("vm {name}: vcpu_run refused: {}", e.describe()))?;
-        let t = now();
+        t = now();
         match result {
             VcpuReturn::Timeout => {
                 reply = monitor.wake(t, halted);

@@ -23,6 +23,10 @@ use crate::paging::{Access, CachePolicy, FrameSource, MapError, Npt, PageSize, P
 use crate::virt::svm::{self, IoPermissionMap, MsrPermissionMap, SvmExitCode, TlbControl};
 use crate::virt::vcpu::{self, ExitReply, GuestRegisters};
 
+/// Largest exit message or reply (postcard; the registers are a fixed 344-byte string, so
+/// either is under 450 bytes).
+const WIRE_BUFFER: usize = 512;
+
 /// Guest-physical addresses a VM may use: below 512 GiB.
 pub const GUEST_PHYSICAL_LIMIT: u64 = 1 << 39;
 /// Most Memory regions mapped into one VM at once.
@@ -424,7 +428,7 @@ impl System {
         }
         let buffer = self.world(id).ok_or(Error::InvalidArgument)?.ipc_buffer;
         if reply_len > 0 {
-            let mut bytes = [0u8; 1024];
+            let mut bytes = [0u8; WIRE_BUFFER];
             let Some(bytes) = bytes.get_mut(..reply_len as usize) else {
                 return Err(Error::MessageTooLong);
             };
@@ -434,38 +438,38 @@ impl System {
             );
             let reply: ExitReply =
                 postcard::from_bytes(bytes).map_err(|_| Error::InvalidArgument)?;
-            let name = self
-                .object(vcpu_id)
-                .map(|o| o.name.clone())
-                .unwrap_or_default();
             // After a timeout (or before the first run) the monitor has not seen the
             // guest's state: an event the kernel is re-delivering (the guest was stopped
             // by a host interrupt while taking it) must survive the reply.
-            let redelivering = !outstanding
-                && platform.with_vcpu(vmcb, state, |vmcb, _| {
-                    vmcb.control.event_injection & (1 << 31) != 0
-                });
-            if redelivering && reply.inject.is_some() {
-                kernel_line(
-                    platform,
-                    format_args!(
-                        "vcpu {name}: reply refused: it injects an event while the guest is still being given another"
-                    ),
-                );
-                return Err(Error::InvalidArgument);
-            }
-            if let Err(error) = platform.with_vcpu(vmcb, state, |vmcb, gpr| {
+            let result = platform.with_vcpu(vmcb, state, |vmcb, gpr| {
                 let kept = vmcb.control.event_injection;
+                let redelivering = !outstanding && kept & (1 << 31) != 0;
+                if redelivering && reply.inject.is_some() {
+                    return Err(None);
+                }
                 let result = vcpu::svm::apply_reply(vmcb, gpr, &reply, &host);
                 if redelivering {
                     vmcb.control.event_injection = kept;
                 }
-                result
-            }) {
-                kernel_line(
-                    platform,
-                    format_args!("vcpu {name}: reply refused: {error}"),
-                );
+                result.map_err(Some)
+            });
+            if let Err(error) = result {
+                let name = self
+                    .object(vcpu_id)
+                    .map(|o| o.name.clone())
+                    .unwrap_or_default();
+                match error {
+                    Some(error) => kernel_line(
+                        platform,
+                        format_args!("vcpu {name}: reply refused: {error}"),
+                    ),
+                    None => kernel_line(
+                        platform,
+                        format_args!(
+                            "vcpu {name}: reply refused: it injects an event while the guest is still being given another"
+                        ),
+                    ),
+                }
                 return Err(Error::InvalidArgument);
             }
         }
@@ -597,7 +601,7 @@ impl System {
             vcpu.exits += 1;
             vcpu.outstanding = true;
         }
-        let mut bytes = [0u8; 1024];
+        let mut bytes = [0u8; WIRE_BUFFER];
         let length = match postcard::to_slice(&message, &mut bytes) {
             Ok(used) => used.len(),
             Err(_) => 0,
