@@ -97,6 +97,13 @@ impl Machine {
         Self::boot(&QemuConfig::pvh(image_dir, append), image_dir)
     }
 
+    /// Types `text` at the machine's console (COM1's input).
+    pub fn type_text(&mut self, text: &str) -> Result<(), Failure> {
+        self.qemu
+            .send(text.as_bytes())
+            .map_err(|error| self.fail(format!("cannot type at the console: {error}")))
+    }
+
     /// Every event received so far.
     pub fn history(&self) -> &[LogEvent] {
         &self.history

@@ -165,5 +165,10 @@ fn debians_linux_boots_to_user_space_and_runs_commands() -> Result<(), Failure> 
     if !(150_000..=262_144).contains(&kib) {
         return Err(machine.fail(format!("the guest sees {kib} KiB: {:?}", memory.text)));
     }
+    // Typed at the host console, the line reaches the guest's shell (the host's COM1 →
+    // kernel → the VM's monitor → the guest's 16550), and the answer comes back. The
+    // expected text is not in what is typed, so the shell's echo cannot match it.
+    machine.type_text("echo typed-$((6*7))-back\n")?;
+    machine.expect("typed-42-back", LINUX_TIMEOUT)?;
     Ok(())
 }

@@ -125,6 +125,11 @@ pub enum ObjectSpec<'a> {
         /// Index (into [`CompiledManifest::objects`]) of its VM.
         vm: u16,
     },
+    /// Input typed at the host console (one world may hold it).
+    Console {
+        /// Its name.
+        name: &'a str,
+    },
     /// Read-only memory holding a file from the bundle (a VM's package: its configuration,
     /// kernel and initrd), filled at boot.
     Package {
@@ -151,6 +156,7 @@ impl ObjectSpec<'_> {
             Self::Vm { .. } => K::Vm,
             Self::Vcpu { .. } => K::Vcpu,
             Self::Package { .. } => K::Memory,
+            Self::Console { .. } => K::Console,
         }
     }
 
@@ -167,7 +173,8 @@ impl ObjectSpec<'_> {
             | Self::Interrupt { name, .. }
             | Self::Vm { name }
             | Self::Vcpu { name, .. }
-            | Self::Package { name, .. } => name,
+            | Self::Package { name, .. }
+            | Self::Console { name } => name,
         }
     }
 }

@@ -14,7 +14,7 @@ use esker_kernel_core::system::{Next, Registers, System, VmExitAction};
 use spin::Mutex;
 use x86_64::registers::control::Cr3;
 
-use crate::arch::x86_64::{lapic, svm, syscall};
+use crate::arch::x86_64::{lapic, pic, serial, svm, syscall};
 use crate::platform::{self, KernelPlatform};
 
 /// The bundle (`cargo xtask image` packs the manifest and every world's program into it).
@@ -60,6 +60,11 @@ pub fn boot() -> usize {
         defmt::info!("installed: {}", defmt::Display2Format(&line));
         count += 1;
     });
+    if system.has_console() {
+        serial::enable_receive_interrupt();
+        pic::set_enabled(serial::IRQ, true);
+        defmt::info!("console: input typed on COM1 goes to the console's holder");
+    }
     defmt::info!(
         "worlds: {=usize} created, {=usize} capabilities installed, {=u64} frames free",
         system.live_worlds(),
@@ -150,6 +155,19 @@ pub fn on_irq(line: u8, frame: &mut Registers) -> *const Registers {
         return frame;
     }
     let mut system = SYSTEM.lock();
+    if line == serial::IRQ {
+        // Console input: the kernel owns COM1; what was typed goes to the console's holder.
+        let mut bytes = [0u8; 64];
+        let mut count = 0;
+        while count < bytes.len()
+            && let Some(byte) = serial::read_byte()
+        {
+            bytes[count] = byte;
+            count += 1;
+        }
+        let next = system.on_console_input(&KernelPlatform::new(), &bytes[..count]);
+        return resume(&mut system, next);
+    }
     let next = system.on_irq(&mut KernelPlatform::new(), line);
     resume(&mut system, next)
 }

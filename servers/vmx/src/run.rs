@@ -19,6 +19,7 @@ const RAM: Declared = uses!("memory:guest-ram", "read+write+execute+map");
 const VCPU: Declared = uses!("vcpu:0", "read+write");
 const PACKAGE: Declared = uses!("memory:vm-package", "read+map");
 const LOG: Declared = uses!("log", "log");
+const CONSOLE: Declared = uses!("console", "read");
 
 /// Where the package is mapped in this world.
 const PACKAGE_AT: u64 = layout::MAP_BASE;
@@ -132,6 +133,13 @@ fn boot(rt: &esker_rt::Runtime) -> Result<PowerOff, String> {
         inject: None,
         interrupt_window: false,
     };
+    // The host console, if this VM has it: typed bytes go to the guest's UART, looked at
+    // whenever the monitor wakes from a timeout (at least every 50 ms).
+    let console_input = rt
+        .directory()
+        .any(|(_, name)| name == "console")
+        .then(|| rt.slot(&CONSOLE).ok())
+        .flatten();
     let mut halted = false;
     let mut wake_at: Option<u64> = None;
     // The clock at the last exit: close enough to compute the next timeout from (the
@@ -147,6 +155,14 @@ fn boot(rt: &esker_rt::Runtime) -> Result<PowerOff, String> {
         t = now();
         match result {
             VcpuReturn::Timeout => {
+                if let Some(slot) = console_input {
+                    let mut typed = [0u8; 256];
+                    if let Ok(count) = sys::console_read(slot, &mut typed)
+                        && count > 0
+                    {
+                        monitor.console_input(&typed[..count]);
+                    }
+                }
                 reply = monitor.wake(t, halted);
                 halted = false;
             }

@@ -318,6 +318,7 @@ fn object_node(manifest: &Manifest, object: &CompiledObject) -> ObjectNode {
             node.owner_vm = name.strip_suffix("-package").map(str::to_owned);
             node.detail = format!("from {binary}");
         }
+        CompiledObject::Console => node.detail = "host console input".into(),
         CompiledObject::Log { .. }
         | CompiledObject::Notification { .. }
         | CompiledObject::World { .. } => {}

@@ -134,6 +134,8 @@ pub enum CompiledObject {
         /// Index of its VM.
         vm: u16,
     },
+    /// Input typed at the host console.
+    Console,
     /// A VM's package, filled from a bundle binary.
     Package {
         /// `<vm>-package`.
@@ -179,6 +181,7 @@ impl CompiledObject {
             Self::Vm { name } => ObjectSpec::Vm { name },
             Self::Vcpu { name, vm } => ObjectSpec::Vcpu { name, vm: *vm },
             Self::Package { name, binary } => ObjectSpec::Package { name, binary },
+            Self::Console => ObjectSpec::Console { name: "console" },
             Self::Interrupt {
                 name,
                 line,
@@ -212,6 +215,7 @@ impl CompiledObject {
             | Self::Vm { name }
             | Self::Vcpu { name, .. }
             | Self::Package { name, .. } => name,
+            Self::Console => "console",
         }
     }
 }
@@ -331,6 +335,13 @@ impl Manifest {
         }
         for vm in &self.vms {
             out.add_vm(vm);
+        }
+        if let Some(world) = self.worlds.iter().find(|w| w.console) {
+            out.add(
+                CompiledObject::Console,
+                format!("world \"{}\" (console)", world.name),
+                world.line,
+            );
         }
         let worlds = self
             .worlds
@@ -547,6 +558,11 @@ impl Objects {
             if n.signallers.iter().any(|s| s == me) {
                 caps.push(format!("signal:{}", n.name), object, Rights::SIGNAL, 0);
             }
+        }
+        if world.console
+            && let Some(console) = self.find(|o| matches!(o, CompiledObject::Console))
+        {
+            caps.push("console".into(), console, Rights::READ, 0);
         }
         for vm in manifest.vms.iter().filter(|vm| vm.monitor == me) {
             self.vm_caps(&mut caps, vm);

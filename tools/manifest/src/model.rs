@@ -64,6 +64,8 @@ pub struct World {
     pub vm: Option<String>,
     /// Worlds it holds a World capability on (`world:<name>`, read + write).
     pub controls: Vec<String>,
+    /// Whether it receives what is typed at the host console (`console = true`).
+    pub console: bool,
     /// Line of its declaration.
     pub line: usize,
 }

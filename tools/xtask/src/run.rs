@@ -119,7 +119,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     println!("run: raw serial bytes go to {}", cargo::display(&capture));
     let mut qemu = QemuRun::spawn(&config, decoder, Some(&capture))?;
     let colour = std::io::stdout().is_terminal();
+    // Lines typed here go to COM1's input: the kernel hands them to the first VM's
+    // console (a guest shell), if a VM runs.
+    let typed = forward_stdin();
     loop {
+        while let Ok(line) = typed.try_recv() {
+            let _ = qemu.send(&line);
+        }
         match qemu.recv_timeout(Duration::from_millis(100)) {
             Ok(timed) => {
                 println!("{}", timed.event.render(colour));
@@ -174,6 +180,22 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Reads this process's stdin line by line on a thread; the lines arrive on the channel.
+fn forward_stdin() -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut stdin = std::io::stdin().lock();
+        let mut line = Vec::new();
+        while stdin.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            if send.send(std::mem::take(&mut line)).is_err() {
+                break;
+            }
+        }
+    });
+    receive
 }
 
 /// What an event means to `--expect`.

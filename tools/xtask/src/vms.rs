@@ -102,6 +102,10 @@ pub fn write_manifest(base: &Path, vms: &[VmFile], dir: &Path) -> Result<PathBuf
                 .collect();
             let _ = writeln!(text, "affinity = [{}]", cpus.join(", "));
         }
+        if i == 0 {
+            // The host console's input goes to the first VM.
+            let _ = writeln!(text, "console = true");
+        }
         let _ = writeln!(text, "guest_facing = true");
         let _ = writeln!(text, "vm = \"{}\"", c.name);
         let _ = writeln!(text, "\n[vms.{}]", c.name);

@@ -117,6 +117,10 @@ pub enum Syscall {
     /// guest executed HLT and waits for an interrupt). The first world to run a vCPU owns
     /// it. Needs [`Rights::WRITE`] on the Vcpu capability.
     VcpuRun = 25,
+    /// `console_read(console) -> count`: takes up to [`MAX_MESSAGE_BYTES`] bytes typed at
+    /// the host console (COM1) since the last call into the IPC buffer's data area. Needs
+    /// [`Rights::READ`] on the Console capability (one world holds it).
+    ConsoleRead = 26,
 }
 
 /// `vcpu_run` returned because the guest exited: the message is in the IPC buffer.
@@ -128,7 +132,7 @@ pub const VCPU_HALTED: u64 = 1 << 0;
 
 impl Syscall {
     /// Every system call, in number order.
-    pub const ALL: [Syscall; 26] = [
+    pub const ALL: [Syscall; 27] = [
         Self::Log,
         Self::Call,
         Self::Send,
@@ -155,6 +159,7 @@ impl Syscall {
         Self::VmMap,
         Self::VmUnmap,
         Self::VcpuRun,
+        Self::ConsoleRead,
     ];
 
     /// Decodes `rax`.
@@ -404,11 +409,13 @@ pub enum ObjectKind {
     Vm = 9,
     /// A virtual CPU of a VM (its VMCB and registers).
     Vcpu = 10,
+    /// Input typed at the host console.
+    Console = 11,
 }
 
 impl ObjectKind {
     /// Every kind.
-    pub const ALL: [ObjectKind; 10] = [
+    pub const ALL: [ObjectKind; 11] = [
         Self::World,
         Self::Endpoint,
         Self::Notification,
@@ -419,6 +426,7 @@ impl ObjectKind {
         Self::Log,
         Self::Vm,
         Self::Vcpu,
+        Self::Console,
     ];
 
     /// Decodes a kind number.
@@ -434,6 +442,7 @@ impl ObjectKind {
             8 => Self::Log,
             9 => Self::Vm,
             10 => Self::Vcpu,
+            11 => Self::Console,
             _ => return None,
         })
     }
@@ -451,6 +460,7 @@ impl ObjectKind {
             Self::Log => "log",
             Self::Vm => "vm",
             Self::Vcpu => "vcpu",
+            Self::Console => "console",
         }
     }
 }
@@ -712,7 +722,7 @@ mod tests {
             assert_eq!(ObjectKind::from_number(kind as u64), Some(kind));
         }
         assert_eq!(ObjectKind::from_number(0), None);
-        assert_eq!(ObjectKind::from_number(11), None);
+        assert_eq!(ObjectKind::from_number(12), None);
     }
 
     #[test]

@@ -616,3 +616,13 @@ pub fn vcpu_run(
         VcpuReturn::Exit(out[0] as usize)
     })
 }
+
+#[cfg(target_os = "none")]
+/// Takes what was typed at the host console since the last call (up to 256 bytes) into
+/// `out`; returns how many bytes. Needs the Console capability.
+pub fn console_read(console: CapSlot, out: &mut [u8]) -> Result<usize, Error> {
+    let result = with_ipc_buffer(Syscall::ConsoleRead, [u64::from(console), 0, 0, 0, 0, 0])?;
+    let count = (result[0] as usize).min(out.len());
+    ipc::with_data(|data| out[..count].copy_from_slice(&data[..count]));
+    Ok(count)
+}

@@ -190,6 +190,8 @@ pub enum Object {
     Vm(Vm),
     /// A virtual CPU.
     Vcpu(Vcpu),
+    /// Input typed at the host console.
+    Console,
     /// An interrupt line signalling `notification`'s `bit`.
     Interrupt {
         /// The line.
@@ -215,6 +217,7 @@ impl Object {
             Self::Interrupt { .. } => ObjectKind::Interrupt,
             Self::Vm(_) => ObjectKind::Vm,
             Self::Vcpu(_) => ObjectKind::Vcpu,
+            Self::Console => ObjectKind::Console,
         }
     }
 }
@@ -415,7 +418,12 @@ pub struct System {
     next_asid: u32,
     /// The I/O and MSR permission maps all guests share (made with the first vCPU).
     svm_maps: Option<(PhysFrame, PhysFrame)>,
+    /// Bytes typed at the host console, not yet read by the Console capability's holder.
+    console: heapless::Deque<u8, CONSOLE_BUFFER>,
 }
+
+/// Bytes of console input the kernel keeps for its reader (more are dropped).
+pub const CONSOLE_BUFFER: usize = 1024;
 
 /// Scheduling-context donation (as in seL4's MCS kernel): a call that meets a waiting
 /// server runs the server at once *on the caller's scheduling context* — the policy still
@@ -455,6 +463,7 @@ impl System {
             rearm: false,
             next_asid: 0,
             svm_maps: None,
+            console: heapless::Deque::new(),
         }
     }
 
@@ -720,6 +729,25 @@ impl System {
         self.now = platform.now_ns();
         if let Some(id) = self.current {
             self.syscall(platform, id);
+        }
+        self.dispatch()
+    }
+
+    /// Whether a world holds the console (so the hardware layer turns on COM1's receive
+    /// interrupt).
+    pub fn has_console(&self) -> bool {
+        self.objects
+            .iter()
+            .flatten()
+            .any(|o| matches!(o.object, Object::Console))
+    }
+
+    /// Bytes arrived from the host console: kept for the Console capability's holder, who
+    /// reads them with `console_read` (bytes beyond [`CONSOLE_BUFFER`] are dropped).
+    pub fn on_console_input(&mut self, platform: &impl Platform, bytes: &[u8]) -> Next {
+        self.now = platform.now_ns();
+        for &byte in bytes {
+            let _ = self.console.push_back(byte);
         }
         self.dispatch()
     }

@@ -161,6 +161,23 @@ impl System {
             Syscall::VmMap => self.sys_vm_map(platform, id, a),
             Syscall::VmUnmap => self.sys_vm_unmap(platform, id, a),
             Syscall::VcpuRun => self.sys_vcpu_run(platform, id, a),
+            Syscall::ConsoleRead => {
+                self.capability_for(id, a[0], ObjectKind::Console, Rights::READ)?;
+                let mut bytes = [0u8; 256];
+                let mut count = 0;
+                while count < bytes.len()
+                    && let Some(byte) = self.console.pop_front()
+                {
+                    bytes[count] = byte;
+                    count += 1;
+                }
+                let buffer = self.world(id).ok_or(Error::InvalidArgument)?.ipc_buffer;
+                platform.write_phys(
+                    PhysAddr::new(buffer.start().as_u64() + IPC_DATA_OFFSET as u64),
+                    &bytes[..count],
+                );
+                done([count as u64, 0, 0, 0, 0, 0])
+            }
             Syscall::SchedStats => {
                 let target = self.world_capability(id, a[0], Rights::READ)?;
                 let stats = self

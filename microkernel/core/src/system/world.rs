@@ -283,6 +283,7 @@ impl System {
                 platform.write_phys(base.start(), bytes);
                 Object::Memory { base, frames }
             }
+            ObjectSpec::Console { .. } => Object::Console,
             ObjectSpec::Vm { .. } => {
                 if platform.svm_limits().is_none() {
                     return Err(WorldError::NoVirtualization);

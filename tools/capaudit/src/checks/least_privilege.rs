@@ -149,7 +149,11 @@ pub(crate) fn least_privilege<'a>(
     out
 }
 
-/// The capabilities a monitor holds on the VM it runs (see `esker-manifest`'s compiler).
+/// The capabilities a monitor holds on the VM it runs (see `esker-manifest`'s compiler),
+/// and the host console, which goes to the first VM's monitor.
 fn is_vm_capability(name: &str) -> bool {
-    matches!(name, "vm" | "memory:guest-ram" | "memory:vm-package") || name.starts_with("vcpu:")
+    matches!(
+        name,
+        "vm" | "memory:guest-ram" | "memory:vm-package" | "console"
+    ) || name.starts_with("vcpu:")
 }

@@ -182,12 +182,12 @@ impl QemuConfig {
         args
     }
 
-    /// The command, with stdin closed and stdout (COM1) and stderr piped.
+    /// The command, with stdin (COM1's input), stdout (COM1's output) and stderr piped.
     pub fn command(&self) -> Command {
         let mut command = Command::new(QEMU_PROGRAM);
         command
             .args(self.args())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         command

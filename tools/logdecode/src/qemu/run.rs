@@ -29,6 +29,8 @@ pub struct TimedEvent {
 /// A QEMU process and the decoded events of its serial line.
 pub struct QemuRun {
     child: Child,
+    /// COM1's input (QEMU's stdin).
+    input: Option<std::process::ChildStdin>,
     started: Instant,
     events: Receiver<TimedEvent>,
     threads: Vec<JoinHandle<()>>,
@@ -76,8 +78,10 @@ impl QemuRun {
         if let Some(stderr) = child.stderr.take() {
             threads.push(thread::spawn(move || read_stderr(stderr, started, &sender)));
         }
+        let input = child.stdin.take();
         Ok(Self {
             child,
+            input,
             started,
             events,
             threads,
@@ -122,6 +126,18 @@ impl QemuRun {
             let _ = thread.join();
         }
         Ok(status)
+    }
+
+    /// Types `bytes` on COM1 (QEMU's stdin).
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        match &mut self.input {
+            Some(input) => {
+                input.write_all(bytes)?;
+                input.flush()
+            }
+            None => Err(std::io::Error::other("QEMU's input is closed")),
+        }
     }
 
     /// Kills QEMU (if still running). Events already decoded stay in the channel.

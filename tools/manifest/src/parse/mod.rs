@@ -97,6 +97,28 @@ pub fn parse(text: &str, file: &str) -> Result<Manifest, Vec<Diagnostic>> {
             manifest.notifications.push(notification);
         }
     }
+    let consoles: Vec<&str> = manifest
+        .worlds
+        .iter()
+        .filter(|w| w.console)
+        .map(|w| w.name.as_str())
+        .collect();
+    if consoles.len() > 1 {
+        let line = manifest
+            .worlds
+            .iter()
+            .filter(|w| w.console)
+            .nth(1)
+            .map_or(1, |w| w.line);
+        cx.diags.error_at_line(
+            line,
+            format!(
+                "console = true is set for {} worlds ({}); the host console goes to one",
+                consoles.len(),
+                consoles.join(", ")
+            ),
+        );
+    }
     for (name, value) in section(&mut cx.diags, &document, "vms") {
         if let Some(vm) = vms::read(&mut cx, name, value) {
             if let Some(monitor) = manifest.world(&vm.monitor)

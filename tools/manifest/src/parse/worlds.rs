@@ -6,7 +6,7 @@ use super::{Context, check_name};
 use crate::model::World;
 use crate::toml_read::{DeValue, Located, Spanned, array, integer};
 
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 10] = [
     "binary",
     "memory_kib",
     "shares",
@@ -16,6 +16,7 @@ const KEYS: [&str; 9] = [
     "guest_facing",
     "vm",
     "controls",
+    "console",
 ];
 
 /// Most shares a world may be given.
@@ -100,11 +101,17 @@ pub(super) fn read(
         let _ = value;
     }
 
+    // `console = true`: input typed at the host console (COM1) goes to this world.
+    let console = fields
+        .boolean(&mut cx.diags, "console")
+        .is_some_and(|b| b.value);
+
     if cx.diags_len() != errors_before {
         return None;
     }
     Some(World {
         controls,
+        console,
         name: name.value.to_owned(),
         binary: binary?.value,
         memory_kib: narrow(memory_kib?.value),

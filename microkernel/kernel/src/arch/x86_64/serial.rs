@@ -1,6 +1,7 @@
 //! COM1, the 16550 UART at I/O port 0x3f8: the one line that every log source shares.
 //!
-//! Output only. Bytes are written by polling the transmitter; a UART that never becomes
+//! Output by polling the transmitter; input (when a world holds the console) by the
+//! receive interrupt, IRQ 4. Bytes are written by polling the transmitter; a UART that never becomes
 //! ready (no COM1 on this machine) costs a bounded wait per byte and the byte is dropped,
 //! so logging can never hang the kernel.
 
@@ -14,6 +15,9 @@ const LINE_CONTROL: u16 = COM1 + 3;
 const MODEM_CONTROL: u16 = COM1 + 4;
 const LINE_STATUS: u16 = COM1 + 5;
 const TRANSMITTER_EMPTY: u8 = 1 << 5;
+const DATA_READY: u8 = 1 << 0;
+/// The legacy interrupt line of COM1.
+pub const IRQ: u8 = 4;
 /// Polls of the line status before a byte is given up.
 const MAX_POLLS: u32 = 100_000;
 
@@ -40,6 +44,17 @@ pub fn init() {
     // End whatever firmware or boot-loader text came before, so that it cannot run into
     // the first packet (a zero byte is the packet delimiter).
     write_byte(0);
+}
+
+/// Turns on the receive interrupt (IER bit 0; OUT2 gates the line to the PIC on a PC).
+pub fn enable_receive_interrupt() {
+    outb(MODEM_CONTROL, 0x0b); // DTR, RTS, OUT2
+    outb(INTERRUPT_ENABLE, 0x01);
+}
+
+/// A byte received, if one is waiting.
+pub fn read_byte() -> Option<u8> {
+    (inb(LINE_STATUS) & DATA_READY != 0).then(|| inb(DATA))
 }
 
 /// Sends one byte, waiting (boundedly) for room in the transmitter.
