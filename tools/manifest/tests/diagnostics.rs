@@ -64,7 +64,7 @@ fn unknown_key() {
         "unknown_key.toml",
         &[
             "system.toml:3: world \"vmkauthd\": unknown key memory_mb (expected one of: binary, memory_kib, shares, \
-           reservation_mhz, limit_mhz, affinity, guest_facing, vm, controls)",
+           reservation_mhz, limit_mhz, affinity, guest_facing, vm, controls, console)",
         ],
     );
 }
@@ -393,5 +393,13 @@ fn vm_errors() {
             "system.toml:9: vm \"b\": memory_mb = 4096 is out of range (1..=3072)",
             "system.toml:12: vm \"c\": monitor \"nobody\" is not a declared world",
         ],
+    );
+}
+
+#[test]
+fn two_consoles() {
+    check(
+        "two_consoles.toml",
+        &["system.toml:6: console = true is set for 2 worlds (a, b); the host console goes to one"],
     );
 }
