@@ -85,18 +85,57 @@ pub enum Step {
     PowerOff(PowerOff),
 }
 
-/// Exits handled, by reason (for the log and the benchmark).
+/// Why an exit was counted (the index into [`ExitCounts::REASONS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    Cpuid,
+    Exception,
+    HostInterrupt,
+    Hlt,
+    Instruction,
+    InterruptWindow,
+    Io,
+    Mmio,
+    Msr,
+    UndefinedOpcode,
+}
+
+/// Exits handled, by reason (for the log and the benchmark): one counter per reason in
+/// [`ExitCounts::REASONS`] order (a fixed array: counting happens on every exit).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ExitCounts(pub BTreeMap<&'static str, u64>);
+pub struct ExitCounts([u64; ExitCounts::REASONS.len()]);
 
 impl ExitCounts {
-    fn count(&mut self, reason: &'static str) {
-        *self.0.entry(reason).or_default() += 1;
+    /// The reasons, in the order they are listed.
+    pub const REASONS: [&'static str; 10] = [
+        "cpuid",
+        "exception",
+        "host-interrupt",
+        "hlt",
+        "instruction",
+        "interrupt-window",
+        "io",
+        "mmio",
+        "msr",
+        "undefined-opcode",
+    ];
+
+    fn count(&mut self, reason: Reason) {
+        self.0[reason as usize] += 1;
     }
 
     /// Total exits.
     pub fn total(&self) -> u64 {
-        self.0.values().sum()
+        self.0.iter().sum()
+    }
+
+    /// `(reason, count)` for every reason seen, in [`Self::REASONS`] order.
+    pub fn seen(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Self::REASONS
+            .iter()
+            .zip(self.0)
+            .filter(|(_, count)| *count > 0)
+            .map(|(reason, count)| (*reason, count))
     }
 }
 
@@ -226,7 +265,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                 string,
                 ..
             } => {
-                self.exits.count("io");
+                self.exits.count(Reason::Io);
                 if string {
                     return Step::PowerOff(PowerOff::Fatal(format!(
                         "string port I/O (INS/OUTS) on port {port:#x} is not emulated"
@@ -251,7 +290,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                 }
             }
             Exit::Cpuid { leaf, subleaf } => {
-                self.exits.count("cpuid");
+                self.exits.count(Reason::Cpuid);
                 skip!();
                 let [a, b, c, d] = cpuid_policy(self.cpuid, leaf, subleaf);
                 registers.gpr.rax = u64::from(a);
@@ -265,7 +304,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                 index,
                 value,
             } => {
-                self.exits.count("msr");
+                self.exits.count(Reason::Msr);
                 match self.msr(&mut registers, write, index, value) {
                     Ok(()) => {
                         skip!();
@@ -283,7 +322,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             Exit::NestedPageFault {
                 gpa, misconfigured, ..
             } => {
-                self.exits.count("mmio");
+                self.exits.count(Reason::Mmio);
                 if misconfigured || gpa < memory.size() {
                     return Step::PowerOff(PowerOff::Fatal(format!(
                         "nested page fault on guest RAM at {gpa:#x} (the VM's memory is not mapped as it should be)"
@@ -315,7 +354,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                 }
             }
             Exit::Hlt => {
-                self.exits.count("hlt");
+                self.exits.count(Reason::Hlt);
                 skip!();
                 if !can_take_interrupt(&registers, false) {
                     return Step::PowerOff(PowerOff::HaltedForever {
@@ -337,14 +376,14 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             Exit::Exception {
                 vector, error_code, ..
             } => {
-                self.exits.count("exception");
+                self.exits.count(Reason::Exception);
                 if vector == 18 {
                     return Step::PowerOff(PowerOff::Fatal("machine check in the guest".into()));
                 }
                 reply.inject = Some(Event::Exception { vector, error_code });
             }
-            Exit::InterruptWindow => self.exits.count("interrupt-window"),
-            Exit::Interrupt | Exit::Nmi => self.exits.count("host-interrupt"),
+            Exit::InterruptWindow => self.exits.count(Reason::InterruptWindow),
+            Exit::Interrupt | Exit::Nmi => self.exits.count(Reason::HostInterrupt),
             Exit::Vmcall
             | Exit::Xsetbv { .. }
             | Exit::Instruction(
@@ -354,14 +393,14 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                 | Instruction::Rdpru
                 | Instruction::Rsm,
             ) => {
-                self.exits.count("undefined-opcode");
+                self.exits.count(Reason::UndefinedOpcode);
                 reply.inject = Some(Event::Exception {
                     vector: 6,
                     error_code: None,
                 });
             }
             Exit::Instruction(_) => {
-                self.exits.count("instruction");
+                self.exits.count(Reason::Instruction);
                 skip!();
             }
             Exit::Invalid { reason } => {

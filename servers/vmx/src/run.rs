@@ -193,7 +193,7 @@ fn boot(rt: &esker_rt::Runtime) -> Result<PowerOff, String> {
     console.lines(monitor.console_lines(true));
     console.flush_all(vcpu);
     let mut counts = String::new();
-    for (reason, count) in &monitor.exits.0 {
+    for (reason, count) in monitor.exits.seen() {
         counts.push_str(&alloc::format!(" {reason}={count}"));
     }
     say(&alloc::format!(
