@@ -214,6 +214,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
         let pending = self.devices.pending_vector(now_ns).is_some();
         let mut reply = ExitReply {
             registers: None,
+            gprs: None,
             advance_rip: 0,
             inject: None,
             interrupt_window: pending,
@@ -417,7 +418,13 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             }
         }
         if changed {
-            reply.registers = Some(registers);
+            // Most exits change only general registers: send just those (cheaper, and the
+            // kernel need not re-check VMRUN's rules).
+            if registers.efer == message.registers.efer {
+                reply.gprs = Some(registers.gpr);
+            } else {
+                reply.registers = Some(registers);
+            }
         }
         self.interrupts(&mut reply, &registers, message, now_ns);
         Step::Resume(reply)
@@ -548,4 +555,179 @@ fn printable(bytes: &[u8]) -> String {
     text.chars()
         .filter(|c| *c == '\t' || !c.is_control())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use esker_kernel_core::virt::vcpu::GuestRegisters;
+
+    fn host_cpuid(leaf: u32, _subleaf: u32) -> [u32; 4] {
+        match leaf {
+            // Everything set, so the policy's clearing shows.
+            1 => [0x000f_0f10, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff],
+            _ => [0x11, 0x22, 0x33, 0x44],
+        }
+    }
+
+    fn exit(exit: Exit, registers: GuestRegisters, length: Option<u8>) -> ExitMessage {
+        ExitMessage {
+            exit,
+            registers,
+            instruction_length: length,
+            pending_event: None,
+            interrupt_shadow: false,
+        }
+    }
+
+    /// 32-bit flat guest at 0x1000 with `bytes` there, 1 MiB of RAM.
+    fn guest(bytes: &[u8]) -> (Monitor<[u8]>, alloc::vec::Vec<u8>, GuestRegisters) {
+        let mut ram = vec![0u8; 1 << 20];
+        ram[0x1000..0x1000 + bytes.len()].copy_from_slice(bytes);
+        let mut registers = GuestRegisters::protected_mode_flat(0x1000);
+        registers.rflags |= 1 << 9;
+        (Monitor::new("t", 1 << 20, 0, host_cpuid), ram, registers)
+    }
+
+    fn resume(step: Step) -> ExitReply {
+        match step {
+            Step::Resume(reply) => reply,
+            other => panic!("expected a resume, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cpuid_answers_with_the_policy_and_sends_only_general_registers() {
+        let (mut monitor, mut ram, mut registers) = guest(&[0x0f, 0xa2]);
+        registers.gpr.rax = 0x4000_0000;
+        let message = exit(
+            Exit::Cpuid {
+                leaf: 0x4000_0000,
+                subleaf: 0,
+            },
+            registers,
+            None,
+        );
+        let reply = resume(monitor.handle(&mut ram[..], &message, 0));
+        assert_eq!(reply.advance_rip, 2, "decoded from the guest's bytes");
+        assert!(reply.registers.is_none());
+        let gprs = reply.gprs.expect("general registers");
+        let text: alloc::vec::Vec<u8> = [gprs.rbx, gprs.rcx, gprs.rdx]
+            .iter()
+            .flat_map(|r| (*r as u32).to_le_bytes())
+            .collect();
+        assert_eq!(&text, SIGNATURE);
+        // Leaf 1: hypervisor bit on, local APIC and XSAVE off, one logical CPU.
+        let [_, b, c, d] = cpuid_policy(host_cpuid, 1, 0);
+        assert_ne!(c & (1 << 31), 0);
+        assert_eq!(c & (1 << 26), 0);
+        assert_eq!(d & (1 << 9), 0);
+        assert_eq!(b >> 16 & 0xff, 1);
+        assert_eq!(cpuid_policy(host_cpuid, 0x8000_000a, 0), [0; 4]);
+        assert_eq!(
+            monitor.exits.seen().collect::<alloc::vec::Vec<_>>(),
+            [("cpuid", 1)]
+        );
+    }
+
+    #[test]
+    fn msrs_follow_the_policy() {
+        let (mut monitor, mut ram, mut registers) = guest(&[0x0f, 0x30]);
+        // Writing EFER changes a non-general register: the whole state goes back.
+        registers.gpr.rcx = 0xc000_0080;
+        let write = exit(
+            Exit::Msr {
+                write: true,
+                index: 0xc000_0080,
+                value: 1 << 11,
+            },
+            registers,
+            None,
+        );
+        let reply = resume(monitor.handle(&mut ram[..], &write, 0));
+        assert_eq!(reply.registers.map(|r| r.efer), Some(1 << 11));
+        assert_eq!(reply.advance_rip, 2);
+        // An MSR nobody knows gets #GP(0) and no RIP advance.
+        let unknown = exit(
+            Exit::Msr {
+                write: false,
+                index: 0x1234,
+                value: 0,
+            },
+            registers,
+            None,
+        );
+        let reply = resume(monitor.handle(&mut ram[..], &unknown, 0));
+        assert_eq!(
+            reply.inject,
+            Some(Event::Exception {
+                vector: 13,
+                error_code: Some(0)
+            })
+        );
+        assert_eq!(reply.advance_rip, 0);
+        assert_eq!(monitor.unknown_msrs, 1);
+    }
+
+    #[test]
+    fn the_debug_port_a_triple_fault_and_a_dead_halt_power_the_vm_off() {
+        let (mut monitor, mut ram, registers) = guest(&[0xf4]);
+        let out = Exit::Io {
+            port: 0xf4,
+            size: 1,
+            write: true,
+            value: 7,
+            string: false,
+            rep: false,
+        };
+        assert_eq!(
+            monitor.handle(&mut ram[..], &exit(out, registers, Some(2)), 0),
+            Step::PowerOff(PowerOff::DebugExit(7))
+        );
+        assert_eq!(
+            monitor.handle(&mut ram[..], &exit(Exit::Shutdown, registers, None), 0),
+            Step::PowerOff(PowerOff::TripleFault { rip: 0x1000 })
+        );
+        let mut cli = registers;
+        cli.rflags &= !(1 << 9);
+        assert_eq!(
+            monitor.handle(&mut ram[..], &exit(Exit::Hlt, cli, None), 0),
+            Step::PowerOff(PowerOff::HaltedForever { rip: 0x1000 })
+        );
+        // HLT with interrupts on and nothing pending: sleep.
+        assert!(matches!(
+            monitor.handle(&mut ram[..], &exit(Exit::Hlt, registers, None), 0),
+            Step::Halt { reply, .. } if reply.advance_rip == 1
+        ));
+    }
+
+    #[test]
+    fn uart_output_becomes_console_lines_and_input_reaches_the_guest() {
+        let (mut monitor, mut ram, registers) = guest(&[0xee]);
+        for byte in b"hi\nthere" {
+            let out = Exit::Io {
+                port: 0x3f8,
+                size: 1,
+                write: true,
+                value: u32::from(*byte),
+                string: false,
+                rep: false,
+            };
+            let _ = monitor.handle(&mut ram[..], &exit(out, registers, Some(1)), 0);
+        }
+        assert_eq!(monitor.console_lines(false), ["hi"]);
+        assert_eq!(monitor.console_lines(true), ["there"]);
+        monitor.console_input(b"x");
+        let read = Exit::Io {
+            port: 0x3f8,
+            size: 1,
+            write: false,
+            value: 0,
+            string: false,
+            rep: false,
+        };
+        let reply = resume(monitor.handle(&mut ram[..], &exit(read, registers, Some(1)), 0));
+        assert_eq!(reply.gprs.map(|g| g.rax & 0xff), Some(u64::from(b'x')));
+    }
 }

@@ -129,6 +129,7 @@ fn boot(rt: &esker_rt::Runtime) -> Result<PowerOff, String> {
     let mut console = Console::new(&name, log);
     let mut reply = ExitReply {
         registers: Some(loaded.registers),
+        gprs: None,
         advance_rip: 0,
         inject: None,
         interrupt_window: false,

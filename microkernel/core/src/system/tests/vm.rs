@@ -244,6 +244,7 @@ fn a_vcpu_runs_as_its_monitor_and_exits_arrive_as_messages() {
     start.gpr.rbx = 0x9000;
     let reply = ExitReply {
         registers: Some(start),
+        gprs: None,
         advance_rip: 0,
         inject: None,
         interrupt_window: false,
@@ -328,6 +329,7 @@ fn a_reply_the_hardware_would_refuse_is_refused_with_a_reason() {
     run_as(&mut system, &mut frame, MONITOR);
     let reply = ExitReply {
         registers: Some(GuestRegisters::protected_mode_flat(0x10_0000)),
+        gprs: None,
         advance_rip: 16,
         inject: None,
         interrupt_window: false,
@@ -376,6 +378,7 @@ fn a_timeout_ends_a_run_and_a_halted_monitor_sleeps_until_it() {
     run_as(&mut system, &mut frame, MONITOR);
     let reply = ExitReply {
         registers: Some(GuestRegisters::protected_mode_flat(0x10_0000)),
+        gprs: None,
         advance_rip: 0,
         inject: None,
         interrupt_window: false,
@@ -518,6 +521,7 @@ fn an_event_being_redelivered_survives_the_reply_to_a_timeout() {
     start.rflags |= 1 << 9;
     let reply = ExitReply {
         registers: Some(start),
+        gprs: None,
         advance_rip: 0,
         inject: None,
         interrupt_window: false,
@@ -550,6 +554,7 @@ fn an_event_being_redelivered_survives_the_reply_to_a_timeout() {
     assert!(system.guest_entry(&platform, MONITOR).is_none());
     let window = ExitReply {
         registers: None,
+        gprs: None,
         advance_rip: 0,
         inject: None,
         interrupt_window: true,
@@ -577,6 +582,7 @@ fn an_event_being_redelivered_survives_the_reply_to_a_timeout() {
     platform.clock.set(2_000);
     let inject = ExitReply {
         registers: None,
+        gprs: None,
         advance_rip: 0,
         inject: Some(crate::virt::vcpu::Event::ExternalInterrupt { vector: 0x31 }),
         interrupt_window: false,

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// With SVM, RAX and RSP live in the VMCB: the stub leaves those two slots alone and
 /// [`svm::read_registers`] fills them from the VMCB. With VMX only RSP lives in the VMCS.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct GeneralRegisters {
     /// 0.
@@ -121,6 +121,80 @@ impl GeneralRegisters {
             _ => &mut self.r15,
         };
         *slot = value;
+    }
+}
+
+impl GeneralRegisters {
+    /// Bytes of the wire form: the sixteen registers, little-endian, in encoding order.
+    pub const WIRE_BYTES: usize = 16 * 8;
+
+    /// The fixed little-endian wire form.
+    pub fn to_wire(&self) -> [u8; Self::WIRE_BYTES] {
+        let words = [
+            self.rax, self.rcx, self.rdx, self.rbx, self.rsp, self.rbp, self.rsi, self.rdi,
+            self.r8, self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15,
+        ];
+        let mut out = [0u8; Self::WIRE_BYTES];
+        for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads the wire form; `None` unless `bytes` is exactly [`Self::WIRE_BYTES`] long.
+    pub fn from_wire(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; Self::WIRE_BYTES] = bytes.try_into().ok()?;
+        let mut w = [0u64; 16];
+        for (word, chunk) in w.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(chunk);
+            *word = u64::from_le_bytes(le);
+        }
+        Some(Self {
+            rax: w[0],
+            rcx: w[1],
+            rdx: w[2],
+            rbx: w[3],
+            rsp: w[4],
+            rbp: w[5],
+            rsi: w[6],
+            rdi: w[7],
+            r8: w[8],
+            r9: w[9],
+            r10: w[10],
+            r11: w[11],
+            r12: w[12],
+            r13: w[13],
+            r14: w[14],
+            r15: w[15],
+        })
+    }
+}
+
+impl Serialize for GeneralRegisters {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.to_wire())
+    }
+}
+
+impl<'de> Deserialize<'de> for GeneralRegisters {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Wire;
+        impl serde::de::Visitor<'_> for Wire {
+            type Value = GeneralRegisters;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "{} bytes of general registers",
+                    GeneralRegisters::WIRE_BYTES
+                )
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+                GeneralRegisters::from_wire(bytes)
+                    .ok_or_else(|| E::invalid_length(bytes.len(), &self))
+            }
+        }
+        deserializer.deserialize_bytes(Wire)
     }
 }
 
@@ -755,6 +829,9 @@ pub struct ExitMessage {
 pub struct ExitReply {
     /// New register values, `None` to keep the guest's.
     pub registers: Option<GuestRegisters>,
+    /// New general registers only (applied after `registers`): the common case — CPUID,
+    /// port and MMIO reads, RDMSR — is cheaper to send and needs no VMRUN re-check.
+    pub gprs: Option<GeneralRegisters>,
     /// Bytes to advance RIP by (the length of an instruction the monitor emulated), 0 to
     /// leave it. Advancing ends an interrupt shadow.
     pub advance_rip: u8,
@@ -769,6 +846,7 @@ impl ExitReply {
     pub const fn resume(message: &ExitMessage) -> Self {
         Self {
             registers: None,
+            gprs: None,
             advance_rip: 0,
             inject: message.pending_event,
             interrupt_window: false,

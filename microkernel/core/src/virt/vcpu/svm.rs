@@ -338,6 +338,11 @@ pub fn apply_reply(
     if let Some(registers) = &reply.registers {
         write_registers(vmcb, gpr, registers);
     }
+    if let Some(general) = &reply.gprs {
+        *gpr = *general;
+        vmcb.save.rax = general.rax;
+        vmcb.save.rsp = general.rsp;
+    }
     let long = vmcb.save.efer & efer::LMA != 0 && vmcb.save.cs.attributes.long();
     if reply.advance_rip != 0 {
         vmcb.save.rip = next_rip(vmcb.save.rip, u64::from(reply.advance_rip), long);
@@ -364,5 +369,10 @@ pub fn apply_reply(
         .set_intercept(Intercept::Vintr, reply.interrupt_window);
     vmcb.control.next_rip = 0;
     vmcb.control.clean_bits = 0;
-    check_vmrun_consistency_on(vmcb, host).map_err(ReplyError::Inconsistent)
+    // Only new control registers, segments or EFER can break VMRUN's rules; the general
+    // registers, RIP and the event (checked above) cannot.
+    if reply.registers.is_some() {
+        check_vmrun_consistency_on(vmcb, host).map_err(ReplyError::Inconsistent)?;
+    }
+    Ok(())
 }

@@ -123,6 +123,7 @@ fn messages_and_replies_fit_an_ipc_message_and_round_trip() {
     );
     let reply = ExitReply {
         registers: Some(worst_case_registers()),
+        gprs: None,
         advance_rip: 15,
         inject: Some(Event::SoftwareInterrupt {
             vector: u8::MAX,

@@ -368,6 +368,7 @@ fn svm_rip_wraps_at_4_gib_outside_64_bit_mode() {
     let mut gpr = GeneralRegisters::default();
     let reply = ExitReply {
         registers: None,
+        gprs: None,
         advance_rip: 2,
         inject: None,
         interrupt_window: false,
@@ -388,6 +389,7 @@ fn svm_reply_registers_land_in_vmcb_and_gprs() {
     registers.ss.attributes.0 |= 3 << SegmentAttributes::DPL_SHIFT;
     let reply = ExitReply {
         registers: Some(registers),
+        gprs: None,
         ..ExitReply::skip_instruction(&message, 2)
     };
     apply(&mut vmcb, &mut gpr, reply).unwrap();
@@ -410,6 +412,7 @@ fn svm_reply_that_breaks_vmrun_rules_is_refused() {
     registers.cr0 &= !cr0::CD;
     let reply = ExitReply {
         registers: Some(registers),
+        gprs: None,
         ..ExitReply::resume(&message)
     };
     assert!(matches!(
