@@ -99,7 +99,7 @@ fn resume(system: &mut System, next: Next) -> *const Registers {
             return syscall::idle_frame();
         };
         let mut platform = KernelPlatform::new();
-        if let Some(guest) = system.guest_entry(&platform, world) {
+        if let Some(guest) = system.guest_entry(&mut platform, world) {
             // The world runs its vCPU: enter the guest. (The system lock stays held: one
             // CPU, and nothing else takes it while the guest runs.)
             svm::run(guest.vmcb, guest.state);

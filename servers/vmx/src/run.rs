@@ -25,6 +25,8 @@ const CONSOLE: Declared = uses!("console", "read");
 const PACKAGE_AT: u64 = layout::MAP_BASE;
 /// Where guest RAM is mapped in this world (guest-physical 0).
 const RAM_AT: u64 = layout::MAP_BASE + (1 << 36);
+/// How often the monitor looks for console input (ns).
+const CONSOLE_POLL_NS: u64 = 20_000_000;
 /// Longest the monitor lets a guest run without checking its devices (ns).
 const MAX_SLICE_NS: u64 = 50_000_000;
 
@@ -126,7 +128,7 @@ fn boot(rt: &esker_rt::Runtime) -> Result<PowerOff, String> {
         .map_err(|e| alloc::format!("no clock: {}", e.describe()))?;
     let now = move || clock.now_micros() * 1000;
     let mut monitor: Monitor<[u8]> = Monitor::new(&name, ram_size, 1_700_000_000, host_cpuid);
-    let mut console = Console::new(&name, log);
+    let mut console = Console::new(log);
     let mut reply = ExitReply {
         registers: Some(loaded.registers),
         gprs: None,
@@ -134,8 +136,7 @@ fn boot(rt: &esker_rt::Runtime) -> Result<PowerOff, String> {
         inject: None,
         interrupt_window: false,
     };
-    // The host console, if this VM has it: typed bytes go to the guest's UART, looked at
-    // whenever the monitor wakes from a timeout (at least every 50 ms).
+    // The host console, if this VM has it: typed bytes go to the guest's UART.
     let console_input = rt
         .directory()
         .any(|(_, name)| name == "console")
@@ -146,6 +147,7 @@ fn boot(rt: &esker_rt::Runtime) -> Result<PowerOff, String> {
     // The clock at the last exit: close enough to compute the next timeout from (the
     // monitor's own work in between is short), and one clock read per exit is cheaper.
     let mut t = now();
+    let mut console_polled = 0;
     let off = loop {
         let reply_len = encode_reply(&reply)?;
         let timeout = wake_at.map_or(MAX_SLICE_NS, |at| {
@@ -154,16 +156,21 @@ fn boot(rt: &esker_rt::Runtime) -> Result<PowerOff, String> {
         let result = sys::vcpu_run(vcpu, reply_len, halted, timeout)
             .map_err(|e| alloc::format!("vm {name}: vcpu_run refused: {}", e.describe()))?;
         t = now();
+        // What was typed at the host console, looked at every 20 ms of exits or timeouts
+        // (a guest that exits often, or polls its UART, still gets it promptly).
+        if let Some(slot) = console_input
+            && t.saturating_sub(console_polled) >= CONSOLE_POLL_NS
+        {
+            console_polled = t;
+            let mut typed = [0u8; 256];
+            if let Ok(count) = sys::console_read(slot, &mut typed)
+                && count > 0
+            {
+                monitor.console_input(&typed[..count]);
+            }
+        }
         match result {
             VcpuReturn::Timeout => {
-                if let Some(slot) = console_input {
-                    let mut typed = [0u8; 256];
-                    if let Ok(count) = sys::console_read(slot, &mut typed)
-                        && count > 0
-                    {
-                        monitor.console_input(&typed[..count]);
-                    }
-                }
                 reply = monitor.wake(t, halted);
                 halted = false;
             }
@@ -225,10 +232,10 @@ fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     [r.eax, r.ebx, r.ecx, r.edx]
 }
 
-/// The guest's console on the host log: lines tagged `<vm>| `, held back (not lost)
-/// while the world is over its log budget.
+/// The guest's console on the host log (the monitor's world is named after the VM, so
+/// the lines appear under the VM's name), held back (not lost) while the world is over its
+/// log budget.
 struct Console {
-    prefix: String,
     log: esker_rt::CapSlot,
     pending: alloc::collections::VecDeque<String>,
     dropped: u64,
@@ -237,12 +244,8 @@ struct Console {
 impl Console {
     const MAX_PENDING: usize = 2048;
 
-    fn new(name: &str, log: esker_rt::CapSlot) -> Self {
+    fn new(log: esker_rt::CapSlot) -> Self {
         Self {
-            prefix: {
-                let _ = name;
-                String::new()
-            },
             log,
             pending: alloc::collections::VecDeque::new(),
             dropped: 0,
@@ -255,8 +258,7 @@ impl Console {
                 self.pending.pop_front();
                 self.dropped += 1;
             }
-            self.pending
-                .push_back(alloc::format!("{}{line}\n", self.prefix));
+            self.pending.push_back(alloc::format!("{line}\n"));
         }
         self.flush();
     }

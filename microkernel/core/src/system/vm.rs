@@ -422,6 +422,10 @@ impl System {
         let Some(host) = platform.svm_limits() else {
             return Err(Error::InvalidArgument);
         };
+        if a[2] & VCPU_HALTED != 0 && a[3] == 0 {
+            // Halted without a timeout would sleep forever.
+            return Err(Error::InvalidArgument);
+        }
         let reply_len = a[1];
         if reply_len > MAX_MESSAGE_BYTES as u64 {
             return Err(Error::MessageTooLong);
@@ -536,35 +540,56 @@ impl System {
                 until: Some(until), ..
             }) = self.world(id).and_then(|w| w.guest)
             {
-                earliest = Some(earliest.map_or(until, |e| e.min(until)));
+                if until <= now {
+                    self.end_guest_run(id);
+                } else {
+                    earliest = Some(earliest.map_or(until, |e| e.min(until)));
+                }
             }
         }
         earliest
+    }
+
+    /// World `id` leaves guest mode because its monitor's timeout passed: its `vcpu_run`
+    /// returns [`VCPU_TIMEOUT`] when it next runs.
+    fn end_guest_run(&mut self, id: WorldId) {
+        if let Some(world) = self.world_mut(id) {
+            world.guest = None;
+            world
+                .registers
+                .set_result(Ok([0, VCPU_TIMEOUT, 0, 0, 0, 0]));
+        }
     }
 
     /// If the world the hardware is about to resume is in guest mode, what it needs to
     /// enter the guest; `None` to resume the world in user mode. A guest whose monitor's
     /// timeout has passed leaves guest mode here: its `vcpu_run` returns
     /// [`VCPU_TIMEOUT`].
-    pub fn guest_entry(&mut self, platform: &impl Platform, id: WorldId) -> Option<GuestEntry> {
+    pub fn guest_entry(&mut self, platform: &mut impl Platform, id: WorldId) -> Option<GuestEntry> {
         let mode = self.world(id)?.guest?;
-        let now = platform.now_ns();
-        if mode.until.is_some_and(|until| until <= now) {
-            let world = self.world_mut(id)?;
-            world.guest = None;
-            world
-                .registers
-                .set_result(Ok([0, VCPU_TIMEOUT, 0, 0, 0, 0]));
+        if mode.until.is_some_and(|until| until <= platform.now_ns()) {
+            self.end_guest_run(id);
             return None;
         }
         let Some(Object::Vcpu(vcpu)) = self.object(mode.vcpu).map(|o| &o.object) else {
             self.world_mut(id)?.guest = None;
             return None;
         };
+        let (vmcb, state, vm) = (vcpu.vmcb, vcpu.state, vcpu.vm);
+        // Guest memory went away while the guest was preempted: no stale translation may
+        // survive into this run.
+        if self
+            .vm_mut(vm)
+            .is_some_and(|vm| core::mem::take(&mut vm.flush))
+        {
+            platform.with_vcpu(vmcb, state, |vmcb, _| {
+                vmcb.control.tlb_control = TlbControl::FlushAll as u8;
+            });
+        }
         Some(GuestEntry {
             vcpu: mode.vcpu,
-            vmcb: vcpu.vmcb,
-            state: vcpu.state,
+            vmcb,
+            state,
         })
     }
 
@@ -581,22 +606,23 @@ impl System {
             return VmExitAction::Resume;
         };
         let (vmcb, state) = (vcpu.vmcb, vcpu.state);
-        let (code, message) = platform.with_vcpu(vmcb, state, |vmcb, gpr| {
+        let message = platform.with_vcpu(vmcb, state, |vmcb, gpr| {
             // The first run flushed the TLB; later runs need not (unless mappings go).
             vmcb.control.tlb_control = TlbControl::DoNothing as u8;
             let code = SvmExitCode::from_raw(vmcb.control.exit_code);
             match code {
-                SvmExitCode::Intr | SvmExitCode::Nmi => {
+                // Host events: the host takes them (an SMI in firmware, the rest through
+                // the idle context) and the guest resumes untouched.
+                SvmExitCode::Intr | SvmExitCode::Nmi | SvmExitCode::Smi | SvmExitCode::Init => {
                     vcpu::svm::resume_unchanged(vmcb);
-                    (code, None)
+                    None
                 }
-                _ => (code, Some(vcpu::svm::exit_message(vmcb, gpr))),
+                _ => Some(vcpu::svm::exit_message(vmcb, gpr)),
             }
         });
         let Some(message) = message else {
             return VmExitAction::HostInterrupt;
         };
-        let _ = code;
         if let Some(Object::Vcpu(vcpu)) = self.object_mut(mode.vcpu) {
             vcpu.exits += 1;
             vcpu.outstanding = true;

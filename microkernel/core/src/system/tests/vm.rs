@@ -260,7 +260,7 @@ fn a_vcpu_runs_as_its_monitor_and_exits_arrive_as_messages() {
     // The monitor keeps the CPU, now in guest mode, with the registers it gave.
     assert!(matches!(next, Next::World { world: MONITOR, .. }));
     let entry = system
-        .guest_entry(&platform, MONITOR)
+        .guest_entry(&mut platform, MONITOR)
         .expect("in guest mode");
     let (vmcb, state) = vcpu_frames(&system);
     assert_eq!((entry.vmcb, entry.state), (vmcb, state));
@@ -278,7 +278,7 @@ fn a_vcpu_runs_as_its_monitor_and_exits_arrive_as_messages() {
         system.on_vmexit(&mut platform, MONITOR),
         VmExitAction::HostInterrupt
     );
-    assert!(system.guest_entry(&platform, MONITOR).is_some());
+    assert!(system.guest_entry(&mut platform, MONITOR).is_some());
 
     // CPUID goes to the monitor as a message in its IPC buffer.
     platform.with_vcpu(vmcb, state, |vmcb, _| {
@@ -289,7 +289,7 @@ fn a_vcpu_runs_as_its_monitor_and_exits_arrive_as_messages() {
         system.on_vmexit(&mut platform, MONITOR),
         VmExitAction::Resume
     );
-    assert!(system.guest_entry(&platform, MONITOR).is_none());
+    assert!(system.guest_entry(&mut platform, MONITOR).is_none());
     let [length, why, ..] = result_of(&system, MONITOR).unwrap();
     assert_eq!(why, esker_abi::VCPU_EXIT);
     let bytes = read_ipc(
@@ -343,7 +343,7 @@ fn a_reply_the_hardware_would_refuse_is_refused_with_a_reason() {
         [VCPU, length, 0, 0, 0, 0],
     );
     assert_eq!(result_of(&system, MONITOR), Err(Error::InvalidArgument));
-    assert!(system.guest_entry(&platform, MONITOR).is_none());
+    assert!(system.guest_entry(&mut platform, MONITOR).is_none());
     assert!(
         platform
             .texts()
@@ -397,9 +397,9 @@ fn a_timeout_ends_a_run_and_a_halted_monitor_sleeps_until_it() {
         "{next:?}"
     );
     platform.clock.set(999_999);
-    assert!(system.guest_entry(&platform, MONITOR).is_some());
+    assert!(system.guest_entry(&mut platform, MONITOR).is_some());
     platform.clock.set(1_000_000);
-    assert!(system.guest_entry(&platform, MONITOR).is_none());
+    assert!(system.guest_entry(&mut platform, MONITOR).is_none());
     assert_eq!(
         result_of(&system, MONITOR).map(|r| r[1]),
         Ok(esker_abi::VCPU_TIMEOUT)
@@ -551,7 +551,7 @@ fn an_event_being_redelivered_survives_the_reply_to_a_timeout() {
     // The monitor's timeout passes; it answers without knowing the guest's state (asks
     // for an interrupt window). The event being re-delivered is kept.
     platform.clock.set(1_000);
-    assert!(system.guest_entry(&platform, MONITOR).is_none());
+    assert!(system.guest_entry(&mut platform, MONITOR).is_none());
     let window = ExitReply {
         registers: None,
         gprs: None,
@@ -606,4 +606,91 @@ fn an_event_being_redelivered_survives_the_reply_to_a_timeout() {
             .iter()
             .any(|t| t.contains("injects an event while the guest is still being given another"))
     );
+}
+
+#[test]
+fn a_passed_guest_timeout_ends_the_run_once_and_a_revoke_flushes_a_preempted_guest() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot_vm(&mut platform);
+    let mut frame = Registers::default();
+    run_as(&mut system, &mut frame, MONITOR);
+    let rwx = rights(Rights::WRITE | Rights::EXECUTE);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::VmMap,
+        [VM, RAM, 0, rwx, 0, 0],
+    );
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::VmMap,
+        [VM, RAM_READ_ONLY, 1 << 30, 0, 0, 0],
+    );
+    let reply = ExitReply {
+        registers: Some(GuestRegisters::protected_mode_flat(0x10_0000)),
+        gprs: None,
+        advance_rip: 0,
+        inject: None,
+        interrupt_window: false,
+    };
+    let length = put_reply(&system, &mut platform, &reply);
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::VcpuRun,
+        [VCPU, length, 0, 1_000, 0, 0],
+    );
+    let (vmcb, state) = vcpu_frames(&system);
+    // The guest ran once: the first-run flush is done.
+    assert!(system.guest_entry(&mut platform, MONITOR).is_some());
+    platform.with_vcpu(vmcb, state, |vmcb, _| {
+        vmcb.control.exit_code = SvmExitCode::Intr.to_raw();
+        vmcb.control.exit_int_info = 0;
+    });
+    assert_eq!(
+        system.on_vmexit(&mut platform, MONITOR),
+        VmExitAction::HostInterrupt
+    );
+    let tlb = |platform: &mut FakePlatform| {
+        platform.with_vcpu(vmcb, state, |vmcb, _| vmcb.control.tlb_control)
+    };
+    assert_eq!(
+        tlb(&mut platform),
+        crate::virt::svm::TlbControl::DoNothing as u8
+    );
+    // While the guest is preempted, another path removes guest memory (the read-only
+    // copy's capability goes): its next entry flushes the guest TLB.
+    system
+        .caps
+        .delete(MONITOR, RAM_READ_ONLY as esker_abi::CapSlot)
+        .unwrap();
+    system.unmap_stale_vm_memory(&mut platform);
+    assert!(system.guest_entry(&mut platform, MONITOR).is_some());
+    assert_eq!(
+        tlb(&mut platform),
+        crate::virt::svm::TlbControl::FlushAll as u8
+    );
+
+    // The timeout passes while the guest is preempted: the timer's dispatch ends the run
+    // (result TIMEOUT) and does not keep arming the timer for the passed time.
+    platform.clock.set(5_000);
+    let next = system.on_timer(&platform);
+    assert!(system.world(MONITOR).unwrap().guest.is_none());
+    assert_eq!(
+        result_of(&system, MONITOR).map(|r| r[1]),
+        Ok(esker_abi::VCPU_TIMEOUT)
+    );
+    let deadline = match next {
+        Next::World { deadline_ns, .. } | Next::Idle { deadline_ns } => deadline_ns,
+    };
+    assert_ne!(deadline, Some(0), "{next:?}");
+    let again = system.on_timer(&platform);
+    let deadline = match again {
+        Next::World { deadline_ns, .. } | Next::Idle { deadline_ns } => deadline_ns,
+    };
+    assert_ne!(deadline, Some(0), "{again:?}");
 }

@@ -1,7 +1,7 @@
 //! COM1, the 16550 UART at I/O port 0x3f8: the one line that every log source shares.
 //!
-//! Output by polling the transmitter; input (when a world holds the console) by the
-//! receive interrupt, IRQ 4. Bytes are written by polling the transmitter; a UART that never becomes
+//! Input (when a world holds the console) by the receive interrupt, IRQ 4. Output:
+//! bytes are written by polling the transmitter; a UART that never becomes
 //! ready (no COM1 on this machine) costs a bounded wait per byte and the byte is dropped,
 //! so logging can never hang the kernel.
 

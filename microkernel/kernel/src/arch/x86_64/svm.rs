@@ -29,6 +29,21 @@ const MSR_EFER: u32 = 0xc000_0080;
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 const EFER_SVME: u64 = 1 << 12;
 
+/// The x87/SSE state loaded after every guest run (reset values: FCW 0x37f, MXCSR
+/// 0x1f80, every register zero), so that no world — SSE works in user mode once
+/// CR4.OSFXSR is set — can read what a guest left in the registers.
+#[repr(C, align(16))]
+struct FxImage([u8; 512]);
+
+static CLEAN_FX: FxImage = {
+    let mut image = [0u8; 512];
+    image[0] = 0x7f;
+    image[1] = 0x03;
+    image[24] = 0x80;
+    image[25] = 0x1f;
+    FxImage(image)
+};
+
 /// Physical address of the host save area VMSAVE/VMLOAD use (0: SVM is off).
 static HOST_SAVE_PA: AtomicU64 = AtomicU64::new(0);
 /// What the guests may be given, packed (see [`limits`]); 0: SVM is off.
@@ -174,7 +189,9 @@ pub fn run(vmcb: PhysFrame, state: PhysFrame) {
     // `host_save` is the area `enable` allocated); `vmcb` and `state` are frames the
     // system allocated for this vCPU and passes only while it exists, reached through the
     // direct map (RW); the FXSAVE area is 16-byte aligned (offset 512 in a page) and
-    // holds a valid image (initialised at creation, then written by FXSAVE). With GIF
+    // holds a valid image (initialised at creation, then written by FXSAVE), and so does
+    // CLEAN_FX (16-byte aligned, reset values), loaded after the guest's state is saved so
+    // none of it stays in the registers. With GIF
     // clear no interrupt or NMI is taken between STI and VMRUN or between #VMEXIT and
     // STGI, so nothing runs on the host while FS/GS/TR hold guest values; `esker_vmrun`
     // saves and restores every callee-saved register and the host's VMSAVE state.
@@ -184,5 +201,10 @@ pub fn run(vmcb: PhysFrame, state: PhysFrame) {
         esker_vmrun(vmcb.start().as_u64(), gprs, host_save);
         core::arch::asm!("cli", "stgi", options(nomem, nostack));
         core::arch::asm!("fxsave64 [{}]", in(reg) fxsave, options(nostack));
+        core::arch::asm!(
+            "fxrstor64 [{}]",
+            in(reg) &raw const CLEAN_FX,
+            options(nostack, readonly)
+        );
     }
 }
