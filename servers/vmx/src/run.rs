@@ -156,19 +156,6 @@ fn boot(rt: &esker_rt::Runtime) -> Result<PowerOff, String> {
         let result = sys::vcpu_run(vcpu, reply_len, halted, timeout)
             .map_err(|e| alloc::format!("vm {name}: vcpu_run refused: {}", e.describe()))?;
         t = now();
-        // What was typed at the host console, looked at every 20 ms of exits or timeouts
-        // (a guest that exits often, or polls its UART, still gets it promptly).
-        if let Some(slot) = console_input
-            && t.saturating_sub(console_polled) >= CONSOLE_POLL_NS
-        {
-            console_polled = t;
-            let mut typed = [0u8; 256];
-            if let Ok(count) = sys::console_read(slot, &mut typed)
-                && count > 0
-            {
-                monitor.console_input(&typed[..count]);
-            }
-        }
         match result {
             VcpuReturn::Timeout => {
                 reply = monitor.wake(t, halted);
@@ -193,6 +180,20 @@ fn boot(rt: &esker_rt::Runtime) -> Result<PowerOff, String> {
                     }
                     Step::PowerOff(off) => break off,
                 }
+            }
+        }
+        // What was typed at the host console, looked at every 20 ms of exits or timeouts
+        // (a guest that exits often, or polls its UART, still gets it promptly). Only after
+        // the exit message is read: `console_read` uses the same IPC buffer.
+        if let Some(slot) = console_input
+            && t.saturating_sub(console_polled) >= CONSOLE_POLL_NS
+        {
+            console_polled = t;
+            let mut typed = [0u8; 256];
+            if let Ok(count) = sys::console_read(slot, &mut typed)
+                && count > 0
+            {
+                monitor.console_input(&typed[..count]);
             }
         }
         wake_at = monitor.next_event_ns(t);
