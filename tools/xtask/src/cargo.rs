@@ -44,3 +44,36 @@ pub fn display(path: &Path) -> String {
         .display()
         .to_string()
 }
+
+/// Runs a `cargo build` (it must not yet have `--message-format`), showing cargo's
+/// progress and diagnostics as usual, and returns its exit status and every executable it
+/// reported as `(target name, path)`.
+pub fn build_executables(
+    mut command: Command,
+    label: &str,
+) -> std::io::Result<(std::process::ExitStatus, Vec<(String, PathBuf)>)> {
+    use std::io::BufRead;
+    command.arg("--message-format=json-render-diagnostics");
+    println!("{label}: {}", describe(&command));
+    let mut child = command.stdout(std::process::Stdio::piped()).spawn()?;
+    let mut executables = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line?;
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+                println!("{line}");
+                continue;
+            };
+            if message["reason"] != "compiler-artifact" {
+                continue;
+            }
+            if let (Some(target), Some(path)) = (
+                message["target"]["name"].as_str(),
+                message["executable"].as_str(),
+            ) {
+                executables.push((target.to_owned(), PathBuf::from(path)));
+            }
+        }
+    }
+    Ok((child.wait()?, executables))
+}

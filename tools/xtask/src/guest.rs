@@ -13,9 +13,8 @@
 //! `anyhow::Error` the rest of xtask uses.
 
 use std::fmt;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::cargo;
 use crate::host::find_program;
@@ -125,30 +124,12 @@ pub fn build_testguest() -> Result<PathBuf> {
         "--release",
         "--target",
         KERNEL_TARGET,
-        "--message-format=json-render-diagnostics",
     ]);
-    println!("guest: {}", cargo::describe(&command));
-    let mut child = command
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot run cargo")?;
-    let mut executable = None;
-    if let Some(stdout) = child.stdout.take() {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line.context("reading cargo's output")?;
-            let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
-                println!("{line}");
-                continue;
-            };
-            if message["reason"] == "compiler-artifact"
-                && message["target"]["name"] == TESTGUEST_BINARY
-                && let Some(path) = message["executable"].as_str()
-            {
-                executable = Some(PathBuf::from(path));
-            }
-        }
-    }
-    let status = child.wait().context("waiting for cargo")?;
+    let (status, built) = cargo::build_executables(command, "guest").context("cannot run cargo")?;
+    let executable = built
+        .into_iter()
+        .find(|(target, _)| target == TESTGUEST_BINARY)
+        .map(|(_, path)| path);
     if !status.success() {
         fail!("building the test guest failed ({status})");
     }
@@ -870,9 +851,9 @@ mod tests {
             let mut child = Command::new(&cpio_program)
                 .args(args)
                 .current_dir(dir.path())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
             child.stdin.take().unwrap().write_all(&bytes).unwrap();

@@ -5,9 +5,8 @@
 //! with QEMU `-kernel`, and the defmt table of the kernel's log), `esker.iso` (GRUB loading
 //! the same ELF as Multiboot2) and, later, `worlds/<name>.elf` of each user world.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use esker_logdecode::qemu::ISO_NAME;
@@ -132,37 +131,20 @@ fn build_kernel(flavor: Flavor, bundle: &Path) -> Result<PathBuf> {
         "--release",
         "--target",
         KERNEL_TARGET,
-        "--message-format=json-render-diagnostics",
     ]);
     if flavor == Flavor::Selftest {
         command.args(["--features", "selftest"]);
     }
-    println!("image: {}", cargo::describe(&command));
-    let mut child = command
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot run cargo")?;
-    let mut executable = None;
-    if let Some(stdout) = child.stdout.take() {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line.context("reading cargo's output")?;
-            let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
-                println!("{line}");
-                continue;
-            };
-            if message["reason"] == "compiler-artifact"
-                && message["target"]["name"] == KERNEL_PACKAGE
-                && let Some(path) = message["executable"].as_str()
-            {
-                executable = Some(PathBuf::from(path));
-            }
-        }
-    }
-    let status = child.wait().context("waiting for cargo")?;
+    let (status, executables) =
+        cargo::build_executables(command, "image").context("cannot run cargo")?;
     if !status.success() {
         bail!("building the kernel failed ({status})");
     }
-    executable.context("cargo built the kernel but reported no executable for it")
+    executables
+        .into_iter()
+        .find(|(target, _)| target == KERNEL_PACKAGE)
+        .map(|(_, path)| path)
+        .context("cargo built the kernel but reported no executable for it")
 }
 
 /// Lays out `dir/iso-root` and runs `grub-mkrescue` on it.

@@ -6,9 +6,7 @@
 //! `esker-vmkauthd` (servers and test worlds follow that naming).
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use esker_logdecode::WORLDS_DIR;
@@ -126,48 +124,21 @@ pub fn build_bundle(manifest_path: &Path, dir: &Path) -> Result<PathBuf> {
 /// name → executable path.
 fn build_programs(names: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
     let mut command = cargo::command();
-    command.args([
-        "build",
-        "--release",
-        "--target",
-        KERNEL_TARGET,
-        "--message-format=json-render-diagnostics",
-    ]);
+    command.args(["build", "--release", "--target", KERNEL_TARGET]);
     for name in names {
         command.args(["--package", &package_of(name)]);
     }
-    println!("image: {}", cargo::describe(&command));
-    let mut child = command
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot run cargo")?;
-    let mut executables = BTreeMap::new();
-    if let Some(stdout) = child.stdout.take() {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line.context("reading cargo's output")?;
-            let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
-                println!("{line}");
-                continue;
-            };
-            if message["reason"] != "compiler-artifact" {
-                continue;
-            }
-            let (Some(target), Some(path)) = (
-                message["target"]["name"].as_str(),
-                message["executable"].as_str(),
-            ) else {
-                continue;
-            };
-            for name in names {
-                if target == *name || target == package_of(name) {
-                    executables.insert((*name).to_owned(), PathBuf::from(path));
-                }
-            }
-        }
-    }
-    let status = child.wait().context("waiting for cargo")?;
+    let (status, built) = cargo::build_executables(command, "image").context("cannot run cargo")?;
     if !status.success() {
         bail!("building the world programs failed ({status})");
+    }
+    let mut executables = BTreeMap::new();
+    for (target, path) in built {
+        for name in names {
+            if target == *name || target == package_of(name) {
+                executables.insert((*name).to_owned(), path.clone());
+            }
+        }
     }
     Ok(executables)
 }

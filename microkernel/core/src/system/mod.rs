@@ -312,6 +312,13 @@ pub struct World {
     pub guest: Option<GuestMode>,
 }
 
+impl World {
+    /// Physical address of the data area of its IPC buffer (where message bytes go).
+    pub fn ipc_data(&self) -> PhysAddr {
+        PhysAddr::new(self.ipc_buffer.start().as_u64() + esker_abi::IPC_DATA_OFFSET as u64)
+    }
+}
+
 /// A world's share of the log line: a token bucket of bytes. The kernel writes the serial
 /// port synchronously with interrupts off, so without a budget one chatty world could
 /// stall the whole machine on a real 115200-baud line (~11 KB/s).

@@ -6,7 +6,7 @@
 //! Nothing a world passes can make the kernel panic or touch memory the world does not
 //! own: user pointers are translated through the world's own page table, page by page.
 
-use esker_abi::{CapSlot, Error, IPC_DATA_OFFSET, KernelInfo, ObjectKind, Rights, Syscall, layout};
+use esker_abi::{CapSlot, Error, KernelInfo, ObjectKind, Rights, Syscall, layout};
 
 use super::world::{ScratchFrames, missing_tables};
 use super::{MAX_MAPPINGS, Mapping, Object, Platform, System, WorldState, kernel_line};
@@ -171,11 +171,8 @@ impl System {
                     bytes[count] = byte;
                     count += 1;
                 }
-                let buffer = self.world(id).ok_or(Error::InvalidArgument)?.ipc_buffer;
-                platform.write_phys(
-                    PhysAddr::new(buffer.start().as_u64() + IPC_DATA_OFFSET as u64),
-                    &bytes[..count],
-                );
+                let data = self.world(id).ok_or(Error::InvalidArgument)?.ipc_data();
+                platform.write_phys(data, &bytes[..count]);
                 done([count as u64, 0, 0, 0, 0, 0])
             }
             Syscall::SchedStats => {
@@ -198,11 +195,8 @@ impl System {
                     let Some(world) = self.world(id) else {
                         return Err(Error::InvalidArgument);
                     };
-                    let (name, buffer) = (world.name.clone(), world.ipc_buffer.start());
-                    platform.write_phys(
-                        PhysAddr::new(buffer.as_u64() + IPC_DATA_OFFSET as u64),
-                        name.as_bytes(),
-                    );
+                    let (name, data) = (world.name.clone(), world.ipc_data());
+                    platform.write_phys(data, name.as_bytes());
                     done([name.len() as u64, 0, 0, 0, 0, 0])
                 }
                 x if x == KernelInfo::TscKhz as u64 => done([platform.tsc_khz(), 0, 0, 0, 0, 0]),

@@ -11,8 +11,7 @@
 //! carries the monitor's reply.
 
 use esker_abi::{
-    Error, IPC_DATA_OFFSET, MAX_MESSAGE_BYTES, ObjectKind, Rights, VCPU_EXIT, VCPU_HALTED,
-    VCPU_TIMEOUT,
+    Error, MAX_MESSAGE_BYTES, ObjectKind, Rights, VCPU_EXIT, VCPU_HALTED, VCPU_TIMEOUT,
 };
 use heapless::Vec;
 
@@ -123,6 +122,18 @@ pub struct GuestMode {
 
 /// Bytes `vm_map` maps per step (bounds the table frames one step can need).
 const MAP_CHUNK_BYTES: u64 = 8 << 20;
+
+/// Removes every nested mapping in `gpa..gpa+size` (pages of any size).
+fn unmap_guest_range(platform: &mut impl Platform, root: PhysFrame, gpa: u64, size: u64) {
+    let mut table = PageTable::<Npt>::from_root(root);
+    let mut at = gpa;
+    while at < gpa + size {
+        match table.unmap(platform.memory(), VirtAddr::new(at)) {
+            Ok((_, page)) => at += page.bytes(),
+            Err(_) => at += PAGE_SIZE,
+        }
+    }
+}
 
 /// Maps one chunk of guest-physical memory, with table frames allocated beforehand and the
 /// unused ones given back.
@@ -311,14 +322,7 @@ impl System {
                 chunk,
                 access,
             ) {
-                let mut undo = PageTable::<Npt>::from_root(root);
-                let mut at = gpa;
-                while at < gpa + done {
-                    match undo.unmap(platform.memory(), VirtAddr::new(at)) {
-                        Ok((_, size)) => at += size.bytes(),
-                        Err(_) => at += PAGE_SIZE,
-                    }
-                }
+                unmap_guest_range(platform, root, gpa, done);
                 return Err(match error {
                     MapError::OutOfFrames => Error::OutOfMemory,
                     MapError::AlreadyMapped { .. } | MapError::HugePageInTheWay { .. } => {
@@ -374,14 +378,8 @@ impl System {
         };
         let mapping = vm.mappings.swap_remove(index);
         vm.flush = true;
-        let mut table = PageTable::<Npt>::from_root(vm.npt.root());
-        let mut at = mapping.gpa;
-        while at < mapping.gpa + mapping.size {
-            match table.unmap(platform.memory(), VirtAddr::new(at)) {
-                Ok((_, size)) => at += size.bytes(),
-                Err(_) => at += PAGE_SIZE,
-            }
-        }
+        let root = vm.npt.root();
+        unmap_guest_range(platform, root, mapping.gpa, mapping.size);
         mapping.size
     }
 
@@ -430,16 +428,13 @@ impl System {
         if reply_len > MAX_MESSAGE_BYTES as u64 {
             return Err(Error::MessageTooLong);
         }
-        let buffer = self.world(id).ok_or(Error::InvalidArgument)?.ipc_buffer;
+        let data = self.world(id).ok_or(Error::InvalidArgument)?.ipc_data();
         if reply_len > 0 {
             let mut bytes = [0u8; WIRE_BUFFER];
             let Some(bytes) = bytes.get_mut(..reply_len as usize) else {
                 return Err(Error::MessageTooLong);
             };
-            platform.read_phys(
-                PhysAddr::new(buffer.start().as_u64() + IPC_DATA_OFFSET as u64),
-                bytes,
-            );
+            platform.read_phys(data, bytes);
             let reply: ExitReply =
                 postcard::from_bytes(bytes).map_err(|_| Error::InvalidArgument)?;
             // After a timeout (or before the first run) the monitor has not seen the
@@ -639,8 +634,8 @@ impl System {
         world
             .registers
             .set_result(Ok([length as u64, VCPU_EXIT, 0, 0, 0, 0]));
-        let buffer = world.ipc_buffer.start().as_u64() + IPC_DATA_OFFSET as u64;
-        platform.write_phys(PhysAddr::new(buffer), &bytes[..length]);
+        let data = world.ipc_data();
+        platform.write_phys(data, &bytes[..length]);
         VmExitAction::Resume
     }
 }

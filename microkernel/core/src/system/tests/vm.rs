@@ -210,6 +210,17 @@ fn guest_memory_is_mapped_by_capability_and_refused_without_the_rights() {
     assert_eq!(translate(&system, &mut platform, 0), None);
 }
 
+/// The reply that starts a vCPU: its registers, nothing else.
+fn first_reply(registers: GuestRegisters) -> ExitReply {
+    ExitReply {
+        registers: Some(registers),
+        gprs: None,
+        advance_rip: 0,
+        inject: None,
+        interrupt_window: false,
+    }
+}
+
 /// Puts `reply` in the monitor's IPC buffer; returns its length.
 fn put_reply(system: &System, platform: &mut FakePlatform, reply: &ExitReply) -> u64 {
     let mut bytes = [0u8; 1024];
@@ -242,14 +253,7 @@ fn a_vcpu_runs_as_its_monitor_and_exits_arrive_as_messages() {
     run_as(&mut system, &mut frame, MONITOR);
     let mut start = GuestRegisters::protected_mode_flat(0x10_0000);
     start.gpr.rbx = 0x9000;
-    let reply = ExitReply {
-        registers: Some(start),
-        gprs: None,
-        advance_rip: 0,
-        inject: None,
-        interrupt_window: false,
-    };
-    let length = put_reply(&system, &mut platform, &reply);
+    let length = put_reply(&system, &mut platform, &first_reply(start));
     let next = syscall(
         &mut system,
         &mut platform,
@@ -376,14 +380,11 @@ fn a_timeout_ends_a_run_and_a_halted_monitor_sleeps_until_it() {
     let mut system = boot_vm(&mut platform);
     let mut frame = Registers::default();
     run_as(&mut system, &mut frame, MONITOR);
-    let reply = ExitReply {
-        registers: Some(GuestRegisters::protected_mode_flat(0x10_0000)),
-        gprs: None,
-        advance_rip: 0,
-        inject: None,
-        interrupt_window: false,
-    };
-    let length = put_reply(&system, &mut platform, &reply);
+    let length = put_reply(
+        &system,
+        &mut platform,
+        &first_reply(GuestRegisters::protected_mode_flat(0x10_0000)),
+    );
     let next = syscall(
         &mut system,
         &mut platform,
@@ -519,14 +520,7 @@ fn an_event_being_redelivered_survives_the_reply_to_a_timeout() {
     run_as(&mut system, &mut frame, MONITOR);
     let mut start = GuestRegisters::protected_mode_flat(0x10_0000);
     start.rflags |= 1 << 9;
-    let reply = ExitReply {
-        registers: Some(start),
-        gprs: None,
-        advance_rip: 0,
-        inject: None,
-        interrupt_window: false,
-    };
-    let length = put_reply(&system, &mut platform, &reply);
+    let length = put_reply(&system, &mut platform, &first_reply(start));
     syscall(
         &mut system,
         &mut platform,
@@ -629,14 +623,11 @@ fn a_passed_guest_timeout_ends_the_run_once_and_a_revoke_flushes_a_preempted_gue
         Syscall::VmMap,
         [VM, RAM_READ_ONLY, 1 << 30, 0, 0, 0],
     );
-    let reply = ExitReply {
-        registers: Some(GuestRegisters::protected_mode_flat(0x10_0000)),
-        gprs: None,
-        advance_rip: 0,
-        inject: None,
-        interrupt_window: false,
-    };
-    let length = put_reply(&system, &mut platform, &reply);
+    let length = put_reply(
+        &system,
+        &mut platform,
+        &first_reply(GuestRegisters::protected_mode_flat(0x10_0000)),
+    );
     syscall(
         &mut system,
         &mut platform,

@@ -128,29 +128,17 @@ impl GeneralRegisters {
     /// Bytes of the wire form: the sixteen registers, little-endian, in encoding order.
     pub const WIRE_BYTES: usize = 16 * 8;
 
-    /// The fixed little-endian wire form.
-    pub fn to_wire(&self) -> [u8; Self::WIRE_BYTES] {
-        let words = [
+    /// The registers in encoding order (RAX = 0 … R15 = 15).
+    pub const fn words(&self) -> [u64; 16] {
+        [
             self.rax, self.rcx, self.rdx, self.rbx, self.rsp, self.rbp, self.rsi, self.rdi,
             self.r8, self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15,
-        ];
-        let mut out = [0u8; Self::WIRE_BYTES];
-        for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
-            chunk.copy_from_slice(&word.to_le_bytes());
-        }
-        out
+        ]
     }
 
-    /// Reads the wire form; `None` unless `bytes` is exactly [`Self::WIRE_BYTES`] long.
-    pub fn from_wire(bytes: &[u8]) -> Option<Self> {
-        let bytes: &[u8; Self::WIRE_BYTES] = bytes.try_into().ok()?;
-        let mut w = [0u64; 16];
-        for (word, chunk) in w.iter_mut().zip(bytes.chunks_exact(8)) {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(chunk);
-            *word = u64::from_le_bytes(le);
-        }
-        Some(Self {
+    /// The registers from their values in encoding order.
+    pub const fn from_words(w: [u64; 16]) -> Self {
+        Self {
             rax: w[0],
             rcx: w[1],
             rdx: w[2],
@@ -167,7 +155,38 @@ impl GeneralRegisters {
             r13: w[13],
             r14: w[14],
             r15: w[15],
-        })
+        }
+    }
+
+    /// The fixed little-endian wire form.
+    pub fn to_wire(&self) -> [u8; Self::WIRE_BYTES] {
+        let mut out = [0u8; Self::WIRE_BYTES];
+        write_words(&mut out, &self.words());
+        out
+    }
+
+    /// Reads the wire form; `None` unless `bytes` is exactly [`Self::WIRE_BYTES`] long.
+    pub fn from_wire(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; Self::WIRE_BYTES] = bytes.try_into().ok()?;
+        let mut w = [0u64; 16];
+        read_words(bytes, &mut w);
+        Some(Self::from_words(w))
+    }
+}
+
+/// Writes `words` little-endian into `out`, 8 bytes each.
+fn write_words(out: &mut [u8], words: &[u64]) {
+    for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+}
+
+/// Reads little-endian words from `bytes` into `words`.
+fn read_words(bytes: &[u8], words: &mut [u64]) {
+    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        *word = u64::from_le_bytes(le);
     }
 }
 
@@ -257,27 +276,10 @@ impl GuestRegisters {
 
     /// The fixed little-endian wire form.
     pub fn to_wire(&self) -> [u8; Self::WIRE_BYTES] {
-        let g = &self.gpr;
         let segment = |s: &Segment| {
             u64::from(s.selector) | u64::from(s.attributes.0) << 16 | u64::from(s.limit) << 32
         };
-        let words: [u64; Self::WIRE_WORDS] = [
-            g.rax,
-            g.rcx,
-            g.rdx,
-            g.rbx,
-            g.rsp,
-            g.rbp,
-            g.rsi,
-            g.rdi,
-            g.r8,
-            g.r9,
-            g.r10,
-            g.r11,
-            g.r12,
-            g.r13,
-            g.r14,
-            g.r15,
+        let rest: [u64; Self::WIRE_WORDS - 16] = [
             self.rip,
             self.rflags,
             self.cr0,
@@ -307,9 +309,9 @@ impl GuestRegisters {
             u64::from(self.idtr.limit),
         ];
         let mut out = [0u8; Self::WIRE_BYTES];
-        for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
-            chunk.copy_from_slice(&word.to_le_bytes());
-        }
+        let (general, others) = out.split_at_mut(GeneralRegisters::WIRE_BYTES);
+        write_words(general, &self.gpr.words());
+        write_words(others, &rest);
         out
     }
 
@@ -318,36 +320,17 @@ impl GuestRegisters {
     pub fn from_wire(bytes: &[u8]) -> Option<Self> {
         let bytes: &[u8; Self::WIRE_BYTES] = bytes.try_into().ok()?;
         let mut w = [0u64; Self::WIRE_WORDS];
-        for (word, chunk) in w.iter_mut().zip(bytes.chunks_exact(8)) {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(chunk);
-            *word = u64::from_le_bytes(le);
-        }
+        read_words(bytes, &mut w);
         let segment = |packed: u64, base: u64| Segment {
             selector: packed as u16,
             attributes: SegmentAttributes((packed >> 16) as u16),
             limit: (packed >> 32) as u32,
             base,
         };
+        let mut general = [0u64; 16];
+        general.copy_from_slice(&w[..16]);
         Some(Self {
-            gpr: GeneralRegisters {
-                rax: w[0],
-                rcx: w[1],
-                rdx: w[2],
-                rbx: w[3],
-                rsp: w[4],
-                rbp: w[5],
-                rsi: w[6],
-                rdi: w[7],
-                r8: w[8],
-                r9: w[9],
-                r10: w[10],
-                r11: w[11],
-                r12: w[12],
-                r13: w[13],
-                r14: w[14],
-                r15: w[15],
-            },
+            gpr: GeneralRegisters::from_words(general),
             rip: w[16],
             rflags: w[17],
             cr0: w[18],
