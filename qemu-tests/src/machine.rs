@@ -97,6 +97,16 @@ impl Machine {
         Self::boot(&QemuConfig::pvh(image_dir, append), image_dir)
     }
 
+    /// Boots `image_dir/esker.elf` through PVH with the default machine under
+    /// `-icount shift=0,sleep=off`: the guest's clocks (TSC, LAPIC timer, PIT) advance with
+    /// the instructions it executes, not with the host's time, so what a test measures
+    /// in guest time does not depend on how loaded the host is.
+    pub fn pvh_icount(image_dir: &Path) -> Result<Self, Failure> {
+        let mut config = QemuConfig::pvh(image_dir, None);
+        config.icount = true;
+        Self::boot(&config, image_dir)
+    }
+
     /// Types `text` at the machine's console (COM1's input).
     pub fn type_text(&mut self, text: &str) -> Result<(), Failure> {
         self.qemu
