@@ -97,13 +97,23 @@ impl Machine {
         Self::boot(&QemuConfig::pvh(image_dir, append), image_dir)
     }
 
-    /// Boots `image_dir/esker.elf` through PVH with the default machine under
-    /// `-icount shift=0,sleep=off`: the guest's clocks (TSC, LAPIC timer, PIT) advance with
-    /// the instructions it executes, not with the host's time, so what a test measures
-    /// in guest time does not depend on how loaded the host is.
+    /// Boots `image_dir/esker.elf` through PVH on one CPU under `-icount
+    /// shift=0,sleep=off`: the guest's clocks (TSC, LAPIC timer, PIT) advance with the
+    /// instructions it executes, not with the host's time, so what a test measures in
+    /// guest time does not depend on how loaded the host is. (One CPU: with several,
+    /// icount runs them round-robin on one host thread and a busy CPU can hold it for
+    /// seconds of guest time, which starves the others.)
     pub fn pvh_icount(image_dir: &Path) -> Result<Self, Failure> {
         let mut config = QemuConfig::pvh(image_dir, None);
         config.icount = true;
+        config.cpus = 1;
+        Self::boot(&config, image_dir)
+    }
+
+    /// Boots `image_dir/esker.elf` through PVH with `cpus` CPUs (real-time clocks).
+    pub fn pvh_smp(image_dir: &Path, cpus: u32) -> Result<Self, Failure> {
+        let mut config = QemuConfig::pvh(image_dir, None);
+        config.cpus = cpus;
         Self::boot(&config, image_dir)
     }
 

@@ -49,3 +49,31 @@ fn uefi_iso_boot_reaches_ready_through_multiboot2() -> Result<(), Failure> {
     machine.expect(contract::READY, ISO_TIMEOUT)?;
     Ok(())
 }
+
+/// Every CPU QEMU gives comes up and is scheduled on, from one to four; the system's
+/// servers (which talk over IPC, now across CPUs) still all answer.
+#[test]
+fn every_cpu_comes_up_and_the_servers_answer_across_them() -> Result<(), Failure> {
+    let image = image_dir()?;
+    for cpus in [1u32, 4] {
+        let mut machine = Machine::pvh_smp(&image, cpus)?;
+        let mut lines: Vec<String> = (1..cpus)
+            .map(|cpu| format!("smp: cpu {cpu} (APIC id {cpu}) online"))
+            .collect();
+        lines.push(format!("smp: {cpus} CPUs online"));
+        lines.push(format!("sched: scheduling on {cpus} CPUs"));
+        lines.push(contract::READY.to_string());
+        let wanted: Vec<&str> = lines.iter().map(String::as_str).collect();
+        machine.expect_all(&wanted, PVH_TIMEOUT)?;
+        machine.expect_all(
+            &[
+                "hostd: vmkauthd answered status",
+                "hostd: storage answered status",
+                "hostd: vswitch answered status",
+                "hostd: vmx answered status",
+            ],
+            PVH_TIMEOUT,
+        )?;
+    }
+    Ok(())
+}

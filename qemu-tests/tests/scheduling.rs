@@ -1,7 +1,7 @@
 //! CPU scheduling on the booted kernel, with ESX semantics: busy `spinner` worlds measure
 //! their own progress over a three-second window and the tests check the shares they got.
 //!
-//! The machines run under `-icount` (guest time advances with guest instructions), so the
+//! The single-CPU machines run under `-icount` (guest time advances with guest instructions), so the
 //! figures do not depend on the host's load: without it a starved QEMU shows up as time
 //! no world ran, and absolute figures (a limit, a reservation) came out at half.
 //!
@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use esker_qemu_tests::{Failure, Machine, PVH_TIMEOUT, number_after, test_image_dir};
+use esker_qemu_tests::{Failure, Machine, PVH_TIMEOUT, hex_field, number_after, test_image_dir};
 
 /// Spinners run three seconds of guest time (3·10⁹ instructions under icount); TCG on a
 /// loaded host may stretch that.
@@ -183,5 +183,42 @@ fn shares_change_at_run_time_through_a_world_capability() -> Result<(), Failure>
         return Err(machine.fail("spin-a's accounting shows no CPU time"));
     }
     println!("after the run-time change spin-a/spin-b = {ratio:.3}; spin-a used {used} ms");
+    Ok(())
+}
+
+#[test]
+fn affinity_keeps_a_world_on_its_cpu_while_the_others_use_both() -> Result<(), Failure> {
+    let image = test_image_dir("affinity")?;
+    let mut machine = Machine::pvh_smp(&image, 2)?;
+    machine.expect("smp: 2 CPUs online", PVH_TIMEOUT)?;
+    let names = ["pinned", "free-1", "free-2", "free-3"];
+    let prefixes: Vec<String> = names.iter().map(|n| format!("spinner {n}: ")).collect();
+    let wanted: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    machine.expect_all(&wanted, SPIN_TIMEOUT)?;
+    let mut masks = Vec::new();
+    for prefix in &prefixes {
+        let mask = machine
+            .history()
+            .iter()
+            .find(|e| e.text.starts_with(prefix.as_str()))
+            .and_then(|e| hex_field(&e.text, "on CPUs"));
+        match mask {
+            Some(mask) => masks.push(mask),
+            None => return Err(machine.fail(format!("no CPU mask in the report of {prefix:?}"))),
+        }
+    }
+    if masks[0] != 0b10 {
+        return Err(machine.fail(format!(
+            "the world pinned to CPU 1 was seen on CPUs {:#x}",
+            masks[0]
+        )));
+    }
+    let union = masks[1..].iter().fold(0, |all, m| all | m);
+    if union != 0b11 {
+        return Err(machine.fail(format!(
+            "the unpinned worlds were seen only on CPUs {union:#x}; both CPUs should run them"
+        )));
+    }
+    println!("pinned seen on {:#x}; the others on {masks:x?}", masks[0]);
     Ok(())
 }

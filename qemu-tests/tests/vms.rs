@@ -112,6 +112,8 @@ fn broken_guests_are_powered_off_and_the_others_run_on() -> Result<(), Failure> 
             "vmx: vm truncated: cannot load truncated.elf:",
             // More memory than the host has: the VM is not created, the rest is.
             "world huge: not created",
+            // A CPU reservation no CPU can guarantee: refused, with the shortfall named.
+            "world greedy: not created: not admitted: reservation of 900000 MHz",
             // A triple fault and garbage instructions stop their VM only.
             "vmx: vm triple powered off: the guest triple-faulted (shutdown)",
             "vmx: vm garbage powered off: the guest triple-faulted (shutdown)",

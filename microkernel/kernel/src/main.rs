@@ -51,9 +51,9 @@ pub extern "C" fn kernel_entry(protocol: u32, info_paddr: u32, loader_magic: u32
     serial::init();
     let tsc_khz = time::calibrate_tsc(10);
     let kernel_stack_top = &raw const boot::boot_stack_top as u64;
-    let selectors = gdt::init(kernel_stack_top);
+    let selectors = gdt::init(0, kernel_stack_top, None);
     trap::init(selectors);
-    syscall::init(selectors, kernel_stack_top);
+    syscall::init(selectors, 0, kernel_stack_top, None);
     defmt::info!("Esker {=str} starting", env!("CARGO_PKG_VERSION"));
 
     let boot = match bootinfo::read(protocol, info_paddr, loader_magic) {
@@ -73,8 +73,12 @@ pub extern "C" fn kernel_entry(protocol: u32, info_paddr: u32, loader_magic: u32
         boot.cmdline.as_str()
     );
 
+    let mut cpu_apic_ids: heapless::Vec<u32, 64> = heapless::Vec::new();
     match bootinfo::read_madt(&boot) {
         Ok(madt) => {
+            for cpu in madt.cpus.iter().filter(|c| c.enabled) {
+                let _ = cpu_apic_ids.push(cpu.apic_id);
+            }
             let enabled = madt.cpus.iter().filter(|c| c.enabled).count();
             defmt::info!(
                 "acpi: {=usize} CPUs enabled ({=usize} listed{=str}), {=usize} IOAPICs, {=usize} interrupt overrides, 8259 PICs {=bool}",
@@ -191,6 +195,29 @@ pub extern "C" fn kernel_entry(protocol: u32, info_paddr: u32, loader_magic: u32
         calibration.bus_khz,
         tsc_khz
     );
+
+    let (low, high) = arch::x86_64::smp::TRAMPOLINE_RANGE;
+    let low_memory_usable = boot
+        .memory_map
+        .usable()
+        .any(|region| region.start <= low && region.end >= high);
+    let smp = arch::x86_64::smp::start_application_processors(&cpu_apic_ids, low_memory_usable);
+    defmt::info!(
+        "smp: {=usize} CPUs online{=str}",
+        smp.online,
+        if smp.failed + smp.left_out > 0 {
+            " (some listed CPUs are not used: see above)"
+        } else {
+            ""
+        }
+    );
+    if smp.left_out > 0 {
+        defmt::warn!(
+            "smp: {=usize} enabled CPUs beyond the kernel's {=usize} left halted",
+            smp.left_out,
+            arch::x86_64::MAX_CPUS
+        );
+    }
 
     world::boot();
     defmt::info!(

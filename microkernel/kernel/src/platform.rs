@@ -11,7 +11,7 @@ use x86_64::registers::control::Cr3;
 use esker_kernel_core::virt::svm::{HostLimits, Vmcb};
 use esker_kernel_core::virt::vcpu::GeneralRegisters;
 
-use crate::arch::x86_64::{pic, svm, time};
+use crate::arch::x86_64::{pic, smp, svm, time};
 use crate::memory::{self, OffsetPhysMemory};
 
 /// The one platform: memory through the direct map, ports, the PIC, COM1.
@@ -71,6 +71,10 @@ impl Platform for KernelPlatform {
         if current_root() == root.start().as_u64() {
             x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(virt));
         }
+    }
+
+    fn flush_other_cpus(&mut self, root: Option<PhysFrame>) {
+        smp::shootdown(root.map(|root| root.start().as_u64()));
     }
 
     fn port_in(&mut self, port: u16, width: u8) -> u32 {
@@ -143,4 +147,5 @@ pub fn switch_to(root: PhysFrame) {
     // kernel half copied in) maps the kernel identically, so the running code, stack and
     // data stay mapped across the switch.
     unsafe { Cr3::write(frame, x86_64::registers::control::Cr3Flags::empty()) };
+    smp::note_root(root.start().as_u64());
 }

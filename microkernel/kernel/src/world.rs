@@ -1,20 +1,23 @@
 //! Worlds on the machine: the system (every kernel object) behind one lock, the bundle
 //! linked into the image, and the entry points the trap and syscall stubs call.
 //!
-//! The kernel is not preemptible: handlers run with interrupts off, take the lock, let the
-//! system decide, then load whatever address space it chose and return the register area
-//! to resume. A world's registers are saved and restored in place, in its area inside the
-//! system (see `arch::x86_64::syscall`): the CPU writes them only while this CPU is in
-//! user mode, when no Rust reference into the system exists.
+//! The kernel is not preemptible: handlers run with interrupts off, take the lock (one for
+//! all CPUs; the system keeps each CPU's dispatch state and is pointed at the caller's),
+//! let the system decide, interrupt the CPUs the decision kicked, then load whatever
+//! address space it chose and return the register area to resume. A world's registers
+//! are saved and restored in place, in its area inside the system (see
+//! `arch::x86_64::syscall`): the CPU writes them only while it runs that world in user
+//! mode, and no CPU's kernel code touches the area of a world running elsewhere (the
+//! scheduler runs an entity on one CPU at a time). Guests run with the lock released.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use esker_kernel_core::manifest::{BundleError, BundleView};
 use esker_kernel_core::system::{Next, Registers, System, VmExitAction};
-use spin::Mutex;
+use spin::{Mutex, MutexGuard};
 use x86_64::registers::control::Cr3;
 
-use crate::arch::x86_64::{lapic, pic, serial, svm, syscall};
+use crate::arch::x86_64::{lapic, pic, serial, smp, svm, syscall};
 use crate::platform::{self, KernelPlatform};
 
 /// The bundle (`cargo xtask image` packs the manifest and every world's program into it).
@@ -41,6 +44,8 @@ pub fn boot() -> usize {
         }
     };
     let mut system = SYSTEM.lock();
+    let cpus = system.set_cpu_count(smp::online());
+    defmt::info!("sched: scheduling on {=usize} CPUs", cpus);
     let result = system.instantiate(&mut KernelPlatform::new(), &bundle, |what, name, error| {
         defmt::error!(
             "{=str} {=str}: not created: {}",
@@ -74,35 +79,90 @@ pub fn boot() -> usize {
     system.live_worlds()
 }
 
-/// Starts scheduling; never returns.
+/// Takes the system lock on this CPU and points the system at this CPU's dispatch
+/// state. While it waits, the CPU does any TLB flush it is asked for: the holder may be
+/// waiting for exactly that (`smp::shootdown`).
+fn lock_system() -> MutexGuard<'static, System> {
+    loop {
+        if let Some(mut system) = SYSTEM.try_lock() {
+            smp::service_flush();
+            system.select_cpu(syscall::this_cpu());
+            return system;
+        }
+        smp::service_flush();
+        core::hint::spin_loop();
+    }
+}
+
+/// Starts scheduling on the boot CPU; never returns.
 pub fn start() -> ! {
     let frame = {
-        let mut system = SYSTEM.lock();
+        let mut system = lock_system();
+        smp::join_scheduling();
         let next = system.start(&KernelPlatform::new());
         SCHEDULING.store(true, Ordering::Release);
-        resume(&mut system, next)
+        resume(system, next)
+    };
+    syscall::enter(frame)
+}
+
+/// Where an application processor goes once it is set up: it waits until the boot CPU
+/// has created the worlds and started scheduling, then schedules too.
+pub fn run_application_processor() -> ! {
+    while !SCHEDULING.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    let cpu = syscall::this_cpu();
+    let frame = {
+        let mut system = lock_system();
+        if cpu >= system.cpu_count() {
+            drop(system);
+            syscall::enter(syscall::idle_frame());
+        }
+        smp::join_scheduling();
+        let next = system.start(&KernelPlatform::new());
+        resume(system, next)
     };
     syscall::enter(frame)
 }
 
 /// Prepares to resume what the system chose and returns the frame to resume: for a world,
 /// its address space is loaded and its register area becomes the save area of the next
-/// entry from user mode; otherwise the idle context.
-fn resume(system: &mut System, next: Next) -> *const Registers {
+/// entry from user mode; otherwise the idle context. A world running a vCPU enters its
+/// guest here, with the lock released, and the exit is handled under the lock again.
+/// CPUs the decision kicked are interrupted.
+fn resume(mut system: MutexGuard<'static, System>, next: Next) -> *const Registers {
     let mut next = next;
     loop {
+        let kicks = system.take_kicks();
+        if kicks != 0 {
+            smp::kick(kicks);
+        }
         let (Next::World { deadline_ns, .. } | Next::Idle { deadline_ns }) = next;
         if let Some(nanos) = deadline_ns {
             lapic::arm_oneshot(nanos);
         }
         let Next::World { world, root, .. } = next else {
+            // Idle on the kernel's own table: the last world's may be freed while we halt.
+            let kernel = crate::memory::kernel_root();
+            if Cr3::read_raw().0.start_address().as_u64() != kernel.start().as_u64() {
+                platform::switch_to(kernel);
+            }
             return syscall::idle_frame();
         };
         let mut platform = KernelPlatform::new();
         if let Some(guest) = system.guest_entry(&mut platform, world) {
-            // The world runs its vCPU: enter the guest. (The system lock stays held: one
-            // CPU, and nothing else takes it while the guest runs.)
+            // The world runs its vCPU: enter the guest without the lock (other CPUs go
+            // on), and handle the exit with it. A shootdown while the guest runs makes it
+            // exit; this CPU flushes while it waits for the lock.
+            if Cr3::read_raw().0.start_address().as_u64() != root.start().as_u64() {
+                platform::switch_to(root);
+            }
+            smp::note_guest(true);
+            drop(system);
             svm::run(guest.vmcb, guest.state);
+            system = lock_system();
+            smp::note_guest(false);
             match system.on_vmexit(&mut platform, world) {
                 // A host interrupt made the guest exit and is still pending: the idle
                 // context takes it at once, and the scheduler resumes the guest after.
@@ -134,19 +194,20 @@ fn resume(system: &mut System, next: Next) -> *const Registers {
 /// A system call from the running world, whose registers the syscall stub saved in its
 /// area (`_frame`); returns the frame to resume.
 pub extern "C" fn on_syscall(_frame: *mut Registers) -> *const Registers {
-    let mut system = SYSTEM.lock();
+    let mut system = lock_system();
     let next = system.on_syscall(&mut KernelPlatform::new());
-    resume(&mut system, next)
+    resume(system, next)
 }
 
-/// The timer fired (in a world, or in the idle loop whose frame is `frame`).
+/// The timer fired, or another CPU asked this one to re-decide (in a world, or in the
+/// idle loop whose frame is `frame`).
 pub fn on_timer(frame: &mut Registers) -> *const Registers {
     if !SCHEDULING.load(Ordering::Acquire) {
         return frame;
     }
-    let mut system = SYSTEM.lock();
+    let mut system = lock_system();
     let next = system.on_timer(&KernelPlatform::new());
-    resume(&mut system, next)
+    resume(system, next)
 }
 
 /// A device interrupt line fired.
@@ -154,7 +215,7 @@ pub fn on_irq(line: u8, frame: &mut Registers) -> *const Registers {
     if !SCHEDULING.load(Ordering::Acquire) {
         return frame;
     }
-    let mut system = SYSTEM.lock();
+    let mut system = lock_system();
     if line == serial::IRQ {
         // Console input: the kernel owns COM1; what was typed goes to the console's holder.
         let mut bytes = [0u8; 64];
@@ -166,10 +227,10 @@ pub fn on_irq(line: u8, frame: &mut Registers) -> *const Registers {
             count += 1;
         }
         let next = system.on_console_input(&KernelPlatform::new(), &bytes[..count]);
-        return resume(&mut system, next);
+        return resume(system, next);
     }
     let next = system.on_irq(&mut KernelPlatform::new(), line);
-    resume(&mut system, next)
+    resume(system, next)
 }
 
 /// The running world raised an exception (its registers are in its area, `_frame`).
@@ -178,7 +239,7 @@ pub fn on_user_exception(
     fault_address: u64,
     describe: &str,
 ) -> *const Registers {
-    let mut system = SYSTEM.lock();
+    let mut system = lock_system();
     let next = system.on_user_exception(&mut KernelPlatform::new(), fault_address, describe);
-    resume(&mut system, next)
+    resume(system, next)
 }

@@ -566,6 +566,10 @@ pub enum KernelInfo {
     WorldName = 1,
     /// Returns the TSC rate in kHz.
     TscKhz = 2,
+    /// Returns the index of the CPU the world runs on (0 = the boot CPU) and the number
+    /// of CPUs worlds are scheduled on. (The answer may be stale by the time the world
+    /// reads it: the scheduler may move it at any moment.)
+    Cpu = 3,
 }
 
 /// How servers encode who may use which operations of a channel into a capability's badge.

@@ -351,6 +351,12 @@ pub fn tsc_khz() -> Result<u64, Error> {
     kernel_info(KernelInfo::TscKhz).map(|out| out[0])
 }
 
+/// `kernel_info(Cpu)`: the CPU this world runs on and how many CPUs worlds are
+/// scheduled on.
+pub fn current_cpu() -> Result<(u64, u64), Error> {
+    kernel_info(KernelInfo::Cpu).map(|out| (out[0], out[1]))
+}
+
 /// A world's CPU accounting (`sched_stats`), in nanoseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SchedStats {

@@ -553,6 +553,13 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
         core::mem::take(&mut self.kicks)
     }
 
+    /// Like [`take_kicks`](Self::take_kicks), but leaves `cpu`'s own bit (the CPU asking
+    /// decides next anyway, and [`preempt_check`](Self::preempt_check) looks at it).
+    pub fn take_kicks_except(&mut self, cpu: usize) -> u64 {
+        let own = self.kicks & (1u64 << (cpu % 64));
+        core::mem::replace(&mut self.kicks, own) & !own
+    }
+
     /// Steps the last [`pick`](Self::pick) or [`switch_to`](Self::switch_to) took: heap
     /// comparisons plus CPUs and queue entries examined. It grows with the logarithm of
     /// the entities queued on a CPU and with the number of CPUs, never with the number of

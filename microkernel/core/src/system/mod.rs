@@ -127,8 +127,15 @@ pub trait Platform {
     fn write_phys(&mut self, addr: PhysAddr, data: &[u8]);
     /// The kernel's own page table (its upper half is shared by every world).
     fn kernel_table(&self) -> PageTable;
-    /// Drops any TLB entry for `virt` in the address space rooted at `root`.
+    /// Drops any TLB entry for `virt` in the address space rooted at `root` (on this CPU).
     fn invalidate_page(&mut self, root: PhysFrame, virt: u64);
+    /// Makes sure no other CPU goes on using translations from before now: every other CPU
+    /// with `root` loaded — with `None`, every CPU running a guest (nested translations)
+    /// — flushes its TLB, and a guest leaves guest mode, before this returns. A single-CPU
+    /// platform has nothing to do (the default).
+    fn flush_other_cpus(&mut self, root: Option<PhysFrame>) {
+        let _ = root;
+    }
     /// Reads an I/O port (`width` 1, 2 or 4).
     fn port_in(&mut self, port: u16, width: u8) -> u32;
     /// Writes an I/O port.
@@ -397,6 +404,23 @@ pub enum Next {
     },
 }
 
+/// One CPU's dispatch state. The system works on the state of the CPU whose event it
+/// handles (the fields of the same names in [`System`]); [`System::select_cpu`] parks
+/// one CPU's and takes up another's (the kernel serialises events with one lock).
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuState {
+    current: Option<WorldId>,
+    resched: bool,
+    handoff: Option<WorldId>,
+    donation: Option<Donation>,
+    maybe_preempt: bool,
+    timer_at: Option<u64>,
+    rearm: bool,
+}
+
+/// CPUs the system keeps dispatch state for.
+pub const MAX_CPUS: usize = 16;
+
 /// Every kernel object, the capability space and the run queue.
 pub struct System {
     caps: CapSpace,
@@ -427,6 +451,14 @@ pub struct System {
     svm_maps: Option<(PhysFrame, PhysFrame)>,
     /// Bytes typed at the host console, not yet read by the Console capability's holder.
     console: heapless::Deque<u8, CONSOLE_BUFFER>,
+    /// The CPU whose event is being handled (its state is in the fields above).
+    cpu: usize,
+    /// CPUs scheduled on (set before the manifest's worlds are created).
+    cpu_count: usize,
+    /// The dispatch state of the other CPUs.
+    parked: [CpuState; MAX_CPUS],
+    /// CPUs other than the deciding one that must re-decide (the kernel interrupts them).
+    outgoing_kicks: u64,
 }
 
 /// Bytes of console input the kernel keeps for its reader (more are dropped).
@@ -471,7 +503,68 @@ impl System {
             next_asid: 0,
             svm_maps: None,
             console: heapless::Deque::new(),
+            cpu: 0,
+            cpu_count: 1,
+            parked: [CpuState {
+                current: None,
+                resched: false,
+                handoff: None,
+                donation: None,
+                maybe_preempt: false,
+                timer_at: None,
+                rearm: false,
+            }; MAX_CPUS],
+            outgoing_kicks: 0,
         }
+    }
+
+    /// Sets how many CPUs the worlds are scheduled on (1 to [`MAX_CPUS`]); before
+    /// [`instantiate`](Self::instantiate). Returns the count kept.
+    pub fn set_cpu_count(&mut self, cpus: usize) -> usize {
+        self.cpu_count = cpus.clamp(1, MAX_CPUS);
+        self.cpu_count
+    }
+
+    /// CPUs the worlds are scheduled on.
+    pub fn cpu_count(&self) -> usize {
+        self.cpu_count
+    }
+
+    /// Makes `cpu` the CPU whose events the system handles from now on (the kernel calls
+    /// it after taking the lock on a CPU). Out-of-range CPUs are ignored.
+    pub fn select_cpu(&mut self, cpu: usize) {
+        if cpu == self.cpu || cpu >= self.cpu_count {
+            return;
+        }
+        self.parked[self.cpu] = CpuState {
+            current: self.current,
+            resched: self.resched,
+            handoff: self.handoff,
+            donation: self.donation,
+            maybe_preempt: self.maybe_preempt,
+            timer_at: self.timer_at,
+            rearm: self.rearm,
+        };
+        let state = self.parked[cpu];
+        self.current = state.current;
+        self.resched = state.resched;
+        self.handoff = state.handoff;
+        self.donation = state.donation;
+        self.maybe_preempt = state.maybe_preempt;
+        self.timer_at = state.timer_at;
+        self.rearm = state.rearm;
+        self.cpu = cpu;
+    }
+
+    /// The CPU whose events the system handles.
+    pub fn this_cpu(&self) -> usize {
+        self.cpu
+    }
+
+    /// CPUs (other than the one handling the event) that must re-decide now: the kernel
+    /// sends each an interrupt. Clears the set.
+    pub fn take_kicks(&mut self) -> u64 {
+        core::mem::take(&mut self.outgoing_kicks)
     }
 
     /// The capability space (read-only).
@@ -577,6 +670,7 @@ impl System {
             self.rearm = true;
         }
         let mut next = self.decide();
+        self.outgoing_kicks |= self.sched.take_kicks_except(self.cpu);
         let (Next::World { deadline_ns, .. } | Next::Idle { deadline_ns }) = &mut next;
         match *deadline_ns {
             Some(nanos) => self.timer_at = Some(self.now.saturating_add(nanos)),
@@ -605,7 +699,7 @@ impl System {
             && let Some(id) = self.current
             && let Some(world) = self.world(id)
             && world.state == WorldState::Running
-            && !(self.maybe_preempt && self.sched.preempt_check(0, now))
+            && !(self.maybe_preempt && self.sched.preempt_check(self.cpu, now))
         {
             let root = world.table.root();
             self.maybe_preempt = false;
@@ -619,10 +713,9 @@ impl System {
         self.end_donation();
         self.resched = false;
         let decision = match self.handoff.take() {
-            Some(to) => self.sched.switch_to(0, to, now),
-            None => self.sched.pick(0, now),
+            Some(to) => self.sched.switch_to(self.cpu, to, now),
+            None => self.sched.pick(self.cpu, now),
         };
-        let _ = self.sched.take_kicks();
         if let Some(previous) = self.current.take()
             && decision.entity != Some(previous)
             && let Some(world) = self.world_mut(previous)

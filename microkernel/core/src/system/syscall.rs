@@ -200,6 +200,9 @@ impl System {
                     done([name.len() as u64, 0, 0, 0, 0, 0])
                 }
                 x if x == KernelInfo::TscKhz as u64 => done([platform.tsc_khz(), 0, 0, 0, 0, 0]),
+                x if x == KernelInfo::Cpu as u64 => {
+                    done([self.cpu as u64, self.cpu_count as u64, 0, 0, 0, 0])
+                }
                 _ => Err(Error::InvalidArgument),
             },
         }
@@ -462,6 +465,7 @@ impl System {
             let _ = table.unmap(platform.memory(), VirtAddr::new(virt));
             platform.invalidate_page(root, virt);
         }
+        platform.flush_other_cpus(Some(root));
     }
 
     /// Removes every mapping whose capability is gone (deleted or revoked): a revoked

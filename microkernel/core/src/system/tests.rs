@@ -350,12 +350,18 @@ fn system_of(
     let length = bundle.encode(bytes).unwrap();
     let view = BundleView::parse(&bytes[..length]).unwrap();
     let mut system = System::new();
+    system.set_cpu_count(CPUS.get());
     system
         .instantiate(platform, &view, |what, name, e| {
             panic!("{what} {name}: {e}")
         })
         .unwrap();
     system
+}
+
+std::thread_local! {
+    /// CPUs the systems `system_of` builds schedule on (tests of several CPUs set it).
+    static CPUS: core::cell::Cell<usize> = const { core::cell::Cell::new(1) };
 }
 
 const SERVER: WorldId = 0;
@@ -1504,3 +1510,54 @@ proptest! {
 }
 
 mod vm;
+
+#[test]
+fn two_cpus_run_two_worlds_at_once_each_with_its_own_dispatch_state() {
+    CPUS.set(2);
+    let mut platform = FakePlatform::new();
+    let mut system = boot(&mut platform);
+    CPUS.set(1);
+    assert_eq!(system.cpu_count(), 2);
+    let Next::World { world: on_0, .. } = system.start(&platform) else {
+        panic!("CPU 0 idles with three runnable worlds")
+    };
+    assert_eq!(
+        system.take_kicks(),
+        0b10,
+        "work waits on idle CPU 1: it must be interrupted"
+    );
+    system.select_cpu(1);
+    let Next::World { world: on_1, .. } = system.start(&platform) else {
+        panic!("CPU 1 idles with work queued")
+    };
+    assert_ne!(on_0, on_1, "one world on two CPUs");
+    assert_eq!(system.current(), Some(on_1));
+    let mut frame = Registers::default();
+    // CPU 1's world asks where it runs, then yields: CPU 0's world is not disturbed.
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::KernelInfo,
+        [esker_abi::KernelInfo::Cpu as u64, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, on_1).unwrap()[..2], [1, 2]);
+    platform
+        .clock
+        .set(platform.clock.get() + crate::sched::SLICE_NS);
+    let next = system.on_timer(&platform);
+    let Next::World { world: next_1, .. } = next else {
+        panic!("CPU 1 idles")
+    };
+    assert_ne!(next_1, on_0, "CPU 1 took the world running on CPU 0");
+    system.select_cpu(0);
+    assert_eq!(
+        system.current(),
+        Some(on_0),
+        "CPU 0's state was changed by CPU 1"
+    );
+    assert_eq!(system.this_cpu(), 0);
+    for world in [on_0, next_1] {
+        assert_eq!(system.world(world).unwrap().state, WorldState::Running);
+    }
+}

@@ -94,6 +94,10 @@ pub struct Vcpu {
     /// The monitor holds an exit message it has not answered yet (its next reply
     /// answers that exit; otherwise it answers a timeout).
     pub outstanding: bool,
+    /// The CPU it last ran on (`usize::MAX`: none yet). A vCPU entering on another CPU
+    /// flushes its ASID's translations there: that CPU may hold some from before a
+    /// mapping went away.
+    pub last_cpu: usize,
 }
 
 /// Offset of the FXSAVE area in a vCPU's register page.
@@ -225,6 +229,7 @@ impl System {
             owner: None,
             exits: 0,
             outstanding: false,
+            last_cpu: usize::MAX,
         }))
     }
 
@@ -380,6 +385,9 @@ impl System {
         vm.flush = true;
         let root = vm.npt.root();
         unmap_guest_range(platform, root, mapping.gpa, mapping.size);
+        // A vCPU of this VM running on another CPU leaves the guest before this returns;
+        // it flushes at its next entry.
+        platform.flush_other_cpus(None);
         mapping.size
     }
 
@@ -566,16 +574,20 @@ impl System {
             self.end_guest_run(id);
             return None;
         }
-        let Some(Object::Vcpu(vcpu)) = self.object(mode.vcpu).map(|o| &o.object) else {
+        let cpu = self.cpu;
+        let Some(Object::Vcpu(vcpu)) = self.object_mut(mode.vcpu) else {
             self.world_mut(id)?.guest = None;
             return None;
         };
         let (vmcb, state, vm) = (vcpu.vmcb, vcpu.state, vcpu.vm);
-        // Guest memory went away while the guest was preempted: no stale translation may
-        // survive into this run.
+        let migrated = core::mem::replace(&mut vcpu.last_cpu, cpu) != cpu;
+        // Guest memory went away while the guest was preempted, or the vCPU comes to a
+        // CPU that may hold translations from before that: no stale one may survive into
+        // this run.
         if self
             .vm_mut(vm)
             .is_some_and(|vm| core::mem::take(&mut vm.flush))
+            || migrated
         {
             platform.with_vcpu(vmcb, state, |vmcb, _| {
                 vmcb.control.tlb_control = TlbControl::FlushAll as u8;

@@ -218,10 +218,9 @@ impl System {
         let mhz = u32::try_from(platform.tsc_khz() / 1000)
             .unwrap_or(u32::MAX)
             .max(1);
-        // One CPU for now; the others come with SMP.
         if self
             .sched
-            .configure(1, mhz, crate::sched::Topology::Flat)
+            .configure(self.cpu_count, mhz, crate::sched::Topology::Flat)
             .is_err()
         {
             return Err(WorldError::Limit("scheduler configuration"));

@@ -134,3 +134,20 @@ fn a_reserving_entity_moves_only_where_its_reservation_fits() {
         assert!(fraction(sim.used(id as EntityId), sim.now) >= 0.9);
     }
 }
+
+#[test]
+fn shares_2000_1000_1000_on_two_cpus_give_the_big_one_a_cpu_and_the_others_half_each() {
+    // The 2000 entity cannot use more than one CPU (50 % of the host); the two others
+    // share the second CPU. None may starve.
+    let mut sim = Sim::new(2, 1000, Topology::Flat);
+    sim.add_busy(0, Params::with_shares(2000));
+    sim.add_busy(1, Params::default());
+    sim.add_busy(2, Params::default());
+    sim.run_until(3 * SECOND);
+    let split: Vec<f64> = (0..3).map(|id| fraction(sim.used(id), sim.now)).collect();
+    println!("2000/1000/1000 on two CPUs: {split:?}");
+    assert!((split[0] - 1.0).abs() < 0.05, "got {split:?}");
+    for got in &split[1..] {
+        assert!((got - 0.5).abs() < 0.05, "got {split:?}");
+    }
+}

@@ -1,4 +1,4 @@
-//! Segmentation: the GDT and TSS of the boot CPU.
+//! Segmentation: one GDT and TSS per CPU.
 //!
 //! Layout (fixed, because SYSCALL/SYSRET derive selectors from it):
 //! `0x08` kernel code, `0x10` kernel data, `0x18` user data, `0x20` user code,
@@ -38,18 +38,26 @@ pub struct Selectors {
     pub tss: SegmentSelector,
 }
 
-/// The TSS. Written at init and, for RSP0, whenever a world is resumed (the CPU reads
-/// it on every interrupt from user mode).
-static mut TSS: TaskStateSegment = TaskStateSegment::new();
-static GDT: Once<(GlobalDescriptorTable<8>, Selectors)> = Once::new();
+/// Bytes of the three IST stacks an application processor gets (allocated at start-up;
+/// the boot CPU's are static).
+pub const AP_IST_BYTES: u64 = 3 * IST_STACK_SIZE as u64;
 
-/// Builds and loads the GDT and TSS, and reloads every segment register. Until a world
-/// runs, TSS.RSP0 is `kernel_stack_top`; [`set_user_entry_stack`] moves it.
-pub fn init(kernel_stack_top: u64) -> Selectors {
+/// Each CPU's TSS. Written at that CPU's init and, for RSP0, whenever it resumes a world
+/// (the CPU reads it on every interrupt from user mode); only its own CPU writes it.
+static mut TSS: [TaskStateSegment; super::MAX_CPUS] =
+    [const { TaskStateSegment::new() }; super::MAX_CPUS];
+static GDT: [Once<(GlobalDescriptorTable<8>, Selectors)>; super::MAX_CPUS] =
+    [const { Once::new() }; super::MAX_CPUS];
+
+/// Builds and loads CPU `cpu`'s GDT and TSS, and reloads every segment register. Until a
+/// world runs, TSS.RSP0 is `kernel_stack_top`; [`set_user_entry_stack`] moves it.
+/// `ist_base` is where the CPU's three IST stacks lie ([`AP_IST_BYTES`] of kernel
+/// memory), `None` for the boot CPU's static ones. Called once per CPU, on that CPU.
+pub fn init(cpu: usize, kernel_stack_top: u64, ist_base: Option<u64>) -> Selectors {
     let tss = {
-        // Single-threaded initialisation, before the TSS is loaded: no other reference to
-        // it exists.
-        let pointer = &raw mut TSS;
+        // SAFETY: initialisation of this CPU's own TSS, before it is loaded: no other CPU
+        // touches it and no reference to it exists; only a raw pointer is formed here.
+        let pointer = unsafe { &raw mut TSS[cpu] };
         // SAFETY: as above.
         let tss = unsafe { &mut *pointer };
         tss.privilege_stack_table[0] = VirtAddr::new(kernel_stack_top);
@@ -57,15 +65,18 @@ pub fn init(kernel_stack_top: u64) -> Selectors {
             .into_iter()
             .enumerate()
         {
-            // SAFETY: only the address of the static is taken (no reference), once,
-            // during single-threaded initialisation; the stacks are used by the CPU only.
-            let base = unsafe { core::ptr::addr_of!(IST_STACKS[slot]) } as u64;
+            let base = match ist_base {
+                Some(base) => base + (slot * IST_STACK_SIZE) as u64,
+                // SAFETY: only the address of the static is taken (no reference), once,
+                // during the boot CPU's initialisation; the stacks are used by the CPU only.
+                None => (unsafe { core::ptr::addr_of!(IST_STACKS[slot]) }) as u64,
+            };
             tss.interrupt_stack_table[usize::from(index)] =
                 VirtAddr::new(base + IST_STACK_SIZE as u64);
         }
         &*tss
     };
-    let (gdt, selectors) = GDT.call_once(|| {
+    let (gdt, selectors) = GDT[cpu].call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let kernel_code = gdt.append(Descriptor::kernel_code_segment());
         let kernel_data = gdt.append(Descriptor::kernel_data_segment());
@@ -111,9 +122,12 @@ pub fn init(kernel_stack_top: u64) -> Selectors {
 /// Points TSS.RSP0 at `top`: an interrupt from user mode pushes its frame below it (the
 /// running world's register area).
 pub fn set_user_entry_stack(top: u64) {
-    // SAFETY: the TSS is a static the CPU reads only on privilege changes; this CPU runs
-    // with interrupts off in the kernel, so no interrupt reads RSP0 while it is written;
-    // only a raw pointer to the field is formed (no reference), and the write is a single
-    // aligned 64-bit store.
-    unsafe { (&raw mut TSS.privilege_stack_table[0]).write_volatile(VirtAddr::new(top)) };
+    let cpu = super::syscall::this_cpu();
+    // SAFETY: this CPU's TSS, which only this CPU writes and which the CPU reads only on
+    // privilege changes; it runs with interrupts off in the kernel, so no interrupt reads
+    // RSP0 while it is written; only a raw pointer to the field is formed (no reference),
+    // and the write is a single aligned 64-bit store.
+    unsafe {
+        (&raw mut TSS[cpu].privilege_stack_table[0]).write_volatile(VirtAddr::new(top));
+    }
 }

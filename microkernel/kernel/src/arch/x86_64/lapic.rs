@@ -29,6 +29,13 @@ const REG_LVT_ERROR: u32 = 0x370;
 const REG_TIMER_INITIAL: u32 = 0x380;
 const REG_TIMER_CURRENT: u32 = 0x390;
 const REG_TIMER_DIVIDE: u32 = 0x3e0;
+const REG_ICR_LOW: u32 = 0x300;
+const REG_ICR_HIGH: u32 = 0x310;
+
+const ICR_DELIVERY_PENDING: u32 = 1 << 12;
+const ICR_ASSERT: u32 = 1 << 14;
+const ICR_INIT: u32 = 0b101 << 8;
+const ICR_STARTUP: u32 = 0b110 << 8;
 
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_DELIVERY_EXTINT: u32 = 0b111 << 8;
@@ -157,6 +164,81 @@ pub fn init(map_mmio: impl FnOnce(u64) -> u64) -> Calibration {
         apic_id,
         x2apic,
     }
+}
+
+/// Brings up the local APIC of an application processor (the one running this), in the
+/// mode the boot CPU's is in: enabled, no priority masking, LINT0/LINT1/error masked (the
+/// legacy PIC reaches the boot CPU only), spurious vector set, timer divided by 16 and
+/// stopped until the scheduler arms it. Returns its APIC id.
+pub fn init_application_processor() -> u32 {
+    let x2apic = matches!(access(), Access::X2Apic);
+    // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU; setting its enable bit (and the
+    // x2APIC bit when the boot CPU uses x2APIC) keeps the base address.
+    unsafe {
+        let base = cpu::read_msr(MSR_APIC_BASE);
+        let wanted = base | APIC_BASE_ENABLE | if x2apic { APIC_BASE_X2APIC } else { 0 };
+        if wanted != base {
+            cpu::write_msr(MSR_APIC_BASE, wanted);
+        }
+    }
+    write(REG_TPR, 0);
+    write(REG_LVT_LINT0, LVT_MASKED);
+    write(REG_LVT_LINT1, LVT_MASKED);
+    write(REG_LVT_ERROR, LVT_MASKED);
+    write(
+        REG_SPURIOUS,
+        SPURIOUS_ENABLE | u32::from(trap::VECTOR_SPURIOUS),
+    );
+    write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
+    write(REG_LVT_TIMER, LVT_MASKED);
+    apic_id()
+}
+
+/// This CPU's APIC id.
+pub fn apic_id() -> u32 {
+    match access() {
+        Access::X2Apic => read(REG_ID),
+        Access::Mmio(_) => read(REG_ID) >> 24,
+    }
+}
+
+/// Writes the interrupt command register: `command` (vector, delivery mode, level) to
+/// the CPU with APIC id `apic_id`, and waits until the local APIC has sent it.
+fn send_command(apic_id: u32, command: u32) {
+    match access() {
+        Access::X2Apic => {
+            // SAFETY: x2APIC mode: MSR 0x830 is the 64-bit ICR (destination in the high
+            // half); sending an IPI affects interrupt delivery only.
+            unsafe {
+                cpu::write_msr(
+                    X2APIC_MSR_BASE + REG_ICR_LOW / 16,
+                    (u64::from(apic_id) << 32) | u64::from(command),
+                )
+            }
+        }
+        Access::Mmio(_) => {
+            write(REG_ICR_HIGH, apic_id << 24);
+            write(REG_ICR_LOW, command);
+            while read(REG_ICR_LOW) & ICR_DELIVERY_PENDING != 0 {
+                core::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// Sends INIT to a CPU (the first step of starting an application processor).
+pub fn send_init(apic_id: u32) {
+    send_command(apic_id, ICR_INIT | ICR_ASSERT);
+}
+
+/// Sends a start-up IPI: the CPU starts in real mode at physical `page * 4096`.
+pub fn send_startup(apic_id: u32, page: u8) {
+    send_command(apic_id, ICR_STARTUP | ICR_ASSERT | u32::from(page));
+}
+
+/// Sends a fixed interrupt with `vector` to a CPU.
+pub fn send_ipi(apic_id: u32, vector: u8) {
+    send_command(apic_id, ICR_ASSERT | u32::from(vector));
 }
 
 /// Switches the timer to one-shot mode and makes it fire `nanos` from now (the

@@ -16,6 +16,9 @@ macro_rules! push_general_registers {
     };
 }
 
+/// CPUs the kernel brings up (more are left halted, with a warning).
+pub const MAX_CPUS: usize = 16;
+
 pub mod boot;
 pub mod cpu;
 pub mod gdt;
@@ -23,6 +26,7 @@ pub mod lapic;
 pub mod pic;
 pub mod power;
 pub mod serial;
+pub mod smp;
 pub mod svm;
 pub mod syscall;
 pub mod time;

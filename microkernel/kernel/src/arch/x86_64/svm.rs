@@ -44,8 +44,8 @@ static CLEAN_FX: FxImage = {
     FxImage(image)
 };
 
-/// Physical address of the host save area VMSAVE/VMLOAD use (0: SVM is off).
-static HOST_SAVE_PA: AtomicU64 = AtomicU64::new(0);
+/// Per CPU: physical address of the host save area VMSAVE/VMLOAD use (0: SVM is off).
+static HOST_SAVE_PA: [AtomicU64; super::MAX_CPUS] = [const { AtomicU64::new(0) }; super::MAX_CPUS];
 /// What the guests may be given, packed (see [`limits`]); 0: SVM is off.
 static PHYSICAL_BITS: AtomicU64 = AtomicU64::new(0);
 
@@ -122,7 +122,7 @@ unsafe extern "C" {
     fn esker_vmrun(vmcb_pa: u64, gprs: *mut GeneralRegisters, host_save_pa: u64);
 }
 
-/// Turns SVM on for this CPU if it has SVM with nested paging: sets EFER.SVME, gives the
+/// Turns SVM on for the CPU running this (each CPU calls it once) if it has SVM with nested paging: sets EFER.SVME, gives the
 /// CPU its host-state save area (VM_HSAVE_PA) and allocates the area VMSAVE/VMLOAD keep
 /// the host's extra state in; enables FXSAVE/FXRSTOR of SSE state (CR4.OSFXSR). Returns
 /// whether guests can run.
@@ -157,13 +157,13 @@ pub fn enable(features: &Features) -> bool {
     }
     let bits = cpu::cpuid(0x8000_0008, 0).eax & 0xff;
     PHYSICAL_BITS.store(u64::from(bits.max(36)), Ordering::Relaxed);
-    HOST_SAVE_PA.store(host_save.start().as_u64(), Ordering::Release);
+    HOST_SAVE_PA[super::syscall::this_cpu()].store(host_save.start().as_u64(), Ordering::Release);
     true
 }
 
 /// What VMRUN accepts on this CPU, `None` if SVM is off.
 pub fn limits() -> Option<HostLimits> {
-    if HOST_SAVE_PA.load(Ordering::Acquire) == 0 {
+    if HOST_SAVE_PA[super::syscall::this_cpu()].load(Ordering::Acquire) == 0 {
         return None;
     }
     Some(HostLimits {
@@ -182,7 +182,7 @@ fn direct<T>(frame: PhysFrame, offset: u64) -> *mut T {
 /// until the next `#VMEXIT`. Interrupts are off on entry and on return; a host interrupt
 /// that made the guest exit is still pending.
 pub fn run(vmcb: PhysFrame, state: PhysFrame) {
-    let host_save = HOST_SAVE_PA.load(Ordering::Acquire);
+    let host_save = HOST_SAVE_PA[super::syscall::this_cpu()].load(Ordering::Acquire);
     let gprs = direct::<GeneralRegisters>(state, 0);
     let fxsave = direct::<u8>(state, VCPU_FXSAVE_OFFSET);
     // SAFETY: SVM is enabled (the system creates vCPUs only when `limits` is Some, so

@@ -40,8 +40,10 @@ pub const PER_CPU_SAVE_AREA_TOP: usize = 0;
 pub const PER_CPU_USER_RSP: usize = 8;
 /// Offset in [`PerCpu`] of the kernel stack top.
 pub const PER_CPU_KERNEL_STACK: usize = 16;
+/// Offset in [`PerCpu`] of the CPU's index.
+pub const PER_CPU_INDEX: usize = 24;
 
-/// Per-CPU block reached through GS by the entry stubs.
+/// Per-CPU block reached through GS by the entry stubs (and by [`this_cpu`]).
 #[repr(C)]
 pub struct PerCpu {
     /// Top of the running world's register area.
@@ -50,25 +52,32 @@ pub struct PerCpu {
     user_rsp: u64,
     /// Top of this CPU's kernel stack.
     kernel_stack: u64,
+    /// This CPU's index (0 = the boot CPU).
+    index: u64,
 }
 
 const _: () = assert!(core::mem::offset_of!(PerCpu, save_area_top) == PER_CPU_SAVE_AREA_TOP);
 const _: () = assert!(core::mem::offset_of!(PerCpu, user_rsp) == PER_CPU_USER_RSP);
 const _: () = assert!(core::mem::offset_of!(PerCpu, kernel_stack) == PER_CPU_KERNEL_STACK);
+const _: () = assert!(core::mem::offset_of!(PerCpu, index) == PER_CPU_INDEX);
 
-static mut PER_CPU: PerCpu = PerCpu {
-    save_area_top: 0,
-    user_rsp: 0,
-    kernel_stack: 0,
-};
+static mut PER_CPU: [PerCpu; super::MAX_CPUS] = [const {
+    PerCpu {
+        save_area_top: 0,
+        user_rsp: 0,
+        kernel_stack: 0,
+        index: 0,
+    }
+}; super::MAX_CPUS];
 
-const IDLE_STACK_SIZE: usize = 16 * 1024;
+/// Bytes of an idle stack (the boot CPU's is static; the others are allocated).
+pub const IDLE_STACK_SIZE: usize = 16 * 1024;
 
 #[repr(C, align(16))]
 struct IdleStack([u8; IDLE_STACK_SIZE]);
 
 static mut IDLE_STACK: IdleStack = IdleStack([0; IDLE_STACK_SIZE]);
-static IDLE_FRAME: Once<Registers> = Once::new();
+static IDLE_FRAMES: [Once<Registers>; super::MAX_CPUS] = [const { Once::new() }; super::MAX_CPUS];
 
 global_asm!(
     r#"
@@ -170,11 +179,32 @@ unsafe extern "C" {
     fn idle_loop();
 }
 
-/// Enables SYSCALL; the kernel's handlers run on `kernel_stack_top`.
-pub fn init(selectors: gdt::Selectors, kernel_stack_top: u64) {
-    // SAFETY: single-threaded initialisation; nothing reads PER_CPU before SYSCALL is
-    // enabled and a world runs.
-    unsafe { (&raw mut PER_CPU.kernel_stack).write(kernel_stack_top) };
+/// Enables SYSCALL on CPU `cpu` (the one running this) and makes its per-CPU block the
+/// kernel's GS; the kernel's handlers run on `kernel_stack_top`; the idle context runs on
+/// `idle_stack_top` (`None`: the boot CPU's static idle stack).
+pub fn init(
+    selectors: gdt::Selectors,
+    cpu: usize,
+    kernel_stack_top: u64,
+    idle_stack_top: Option<u64>,
+) {
+    // SAFETY: only a raw pointer to this CPU's own block is formed.
+    let block = unsafe { &raw mut PER_CPU[cpu] };
+    // SAFETY: this CPU's own block, initialised once by this CPU before SYSCALL is enabled
+    // and before any world runs on it; no other CPU reads another's block.
+    unsafe {
+        (&raw mut (*block).kernel_stack).write(kernel_stack_top);
+        (&raw mut (*block).index).write(cpu as u64);
+    }
+    let idle_top = idle_stack_top.unwrap_or(&raw const IDLE_STACK as u64 + IDLE_STACK_SIZE as u64);
+    IDLE_FRAMES[cpu].call_once(|| Registers {
+        rip: idle_loop as *const () as u64,
+        cs: 0x08,
+        ss: 0x10,
+        rsp: idle_top,
+        rflags: 0x202,
+        ..Registers::default()
+    });
     let star =
         (u64::from(selectors.kernel_data.0) << 48) | (u64::from(selectors.kernel_code.0) << 32);
     // SAFETY: these MSRs exist on every x86-64 CPU; STAR matches the fixed GDT layout
@@ -185,7 +215,7 @@ pub fn init(selectors: gdt::Selectors, kernel_stack_top: u64) {
         cpu::write_msr(MSR_STAR, star);
         cpu::write_msr(MSR_LSTAR, syscall_entry as *const () as u64);
         cpu::write_msr(MSR_FMASK, FMASK);
-        cpu::write_msr(MSR_GS_BASE, &raw const PER_CPU as u64);
+        cpu::write_msr(MSR_GS_BASE, block as u64);
         cpu::write_msr(MSR_KERNEL_GS_BASE, 0);
         cpu::write_msr(MSR_EFER, cpu::read_msr(MSR_EFER) | EFER_SCE);
     }
@@ -195,22 +225,34 @@ pub fn init(selectors: gdt::Selectors, kernel_stack_top: u64) {
 /// from user mode saves the world's registers there.
 pub fn set_save_area(area: *const Registers) {
     let top = area as u64 + core::mem::size_of::<Registers>() as u64;
-    // SAFETY: PER_CPU is this CPU's block; the kernel runs with interrupts off, so the
-    // entry stubs (its only other users) cannot run while it is written.
-    unsafe { (&raw mut PER_CPU.save_area_top).write(top) };
+    let cpu = this_cpu();
+    // SAFETY: this CPU's block (only this CPU writes it); the kernel runs with interrupts
+    // off, so the entry stubs (its only other users) cannot run while it is written.
+    unsafe { (&raw mut PER_CPU[cpu].save_area_top).write(top) };
     gdt::set_user_entry_stack(top);
 }
 
-/// The context that halts until the next interrupt, on the idle stack.
+/// The index of the CPU running this (0 = the boot CPU); valid once [`init`] ran on it.
+pub fn this_cpu() -> usize {
+    let index: u64;
+    // SAFETY: in kernel mode GS is this CPU's per-CPU block (set by `init`, swapped on
+    // every entry from user mode); the load reads its `index` field.
+    unsafe {
+        core::arch::asm!(
+            "mov {}, gs:[{}]",
+            out(reg) index,
+            const PER_CPU_INDEX,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    index as usize
+}
+
+/// This CPU's context that halts until the next interrupt, on its idle stack.
 pub fn idle_frame() -> *const Registers {
-    IDLE_FRAME.call_once(|| Registers {
-        rip: idle_loop as *const () as u64,
-        cs: 0x08,
-        ss: 0x10,
-        rsp: &raw const IDLE_STACK as u64 + IDLE_STACK_SIZE as u64,
-        rflags: 0x202,
-        ..Registers::default()
-    })
+    IDLE_FRAMES[this_cpu()]
+        .get()
+        .expect("syscall::init ran on this CPU")
 }
 
 /// Leaves the boot path for good: resumes `frame` (a world's area, or the idle context).

@@ -17,6 +17,10 @@ use super::{gdt, lapic, pic, power};
 
 /// Vector of the LAPIC timer interrupt.
 pub const VECTOR_TIMER: u8 = 0xf0;
+/// Vector of the inter-processor interrupt that makes a CPU re-decide.
+pub const VECTOR_KICK: u8 = 0xf1;
+/// Vector of the inter-processor interrupt that makes a CPU flush its TLB.
+pub const VECTOR_SHOOTDOWN: u8 = 0xf2;
 /// Vector the LAPIC uses for spurious interrupts.
 pub const VECTOR_SPURIOUS: u8 = 0xff;
 /// First vector the remapped (and masked) legacy PIC could still deliver.
@@ -164,6 +168,16 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *const TrapFrame {
         VECTOR_TIMER => {
             lapic::on_timer_interrupt();
             crate::world::on_timer(frame)
+        }
+        VECTOR_KICK => {
+            lapic::end_of_interrupt();
+            crate::world::on_timer(frame)
+        }
+        VECTOR_SHOOTDOWN => {
+            // Only the flush: the interrupted context (a world, the idle loop) goes on.
+            super::smp::service_flush();
+            lapic::end_of_interrupt();
+            frame
         }
         VECTOR_PIC_BASE..=0x2f => {
             let line = vector - VECTOR_PIC_BASE;
