@@ -17,7 +17,7 @@ use esker_kernel_core::system::{Next, Registers, System, VmExitAction};
 use spin::{Mutex, MutexGuard};
 use x86_64::registers::control::Cr3;
 
-use crate::arch::x86_64::{lapic, pic, serial, smp, svm, syscall};
+use crate::arch::x86_64::{cpu, lapic, pic, serial, smp, svm, syscall};
 use crate::platform::{self, KernelPlatform};
 
 /// The bundle (`cargo xtask image` packs the manifest and every world's program into it).
@@ -81,11 +81,13 @@ pub fn boot() -> usize {
 
 /// Takes the system lock on this CPU and points the system at this CPU's dispatch
 /// state. While it waits, the CPU does any TLB flush it is asked for: the holder may be
-/// waiting for exactly that (`smp::shootdown`).
+/// waiting for exactly that (`smp::shootdown`). (Once it has the lock no request is
+/// outstanding: a requester holds the lock until every target has flushed.)
 fn lock_system() -> MutexGuard<'static, System> {
+    // With interrupts on, an interrupt taken while this CPU holds the lock would deadlock.
+    debug_assert!(!cpu::interrupts_enabled(), "lock_system with interrupts on");
     loop {
         if let Some(mut system) = SYSTEM.try_lock() {
-            smp::service_flush();
             system.select_cpu(syscall::this_cpu());
             return system;
         }
@@ -96,6 +98,11 @@ fn lock_system() -> MutexGuard<'static, System> {
 
 /// Starts scheduling on the boot CPU; never returns.
 pub fn start() -> ! {
+    // The boot path ran with interrupts on (the timer proof); from here the kernel runs
+    // with them off. A tick taken while this CPU holds the lock below would spin on it
+    // for ever (the timer's handler takes it too) — the rare hang right after `kernel
+    // ready` that scheduling tests saw.
+    cpu::disable_interrupts();
     let frame = {
         let mut system = lock_system();
         smp::join_scheduling();

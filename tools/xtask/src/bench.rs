@@ -53,6 +53,7 @@ const IPC_LINE: &str = "ping: ipc round trip:";
 const NULL_SYSCALL_LINE: &str = "ping: null syscall (cap_info on an empty slot):";
 const POLL_LINE: &str = "ping: notification poll:";
 const RDTSC_LINE: &str = "ping: rdtsc back to back:";
+const YIELD_LINE: &str = "ping: yield round trip (two context switches):";
 const DONE_LINE: &str = "ping: done";
 /// The benchmark's worlds (their failures end the run at once).
 const IPC_WORLDS: [&str; 2] = ["ping", "pong"];
@@ -153,6 +154,19 @@ pub fn run() -> Result<ExitCode> {
     results.push(Measurement::count(
         "notification_poll_instructions",
         ipc.poll.median,
+        "instructions",
+    ));
+    // A yield that runs the other world and comes back is two world-to-world switches,
+    // each a system call plus a scheduling decision plus an address-space switch.
+    let switch = ipc.yield_round_trip.median / 2;
+    println!(
+        "bench: context switch world to world: {switch} instructions (half the yield round \
+         trip's median {}, min {})",
+        ipc.yield_round_trip.median, ipc.yield_round_trip.min
+    );
+    results.push(Measurement::count(
+        "context_switch_instructions",
+        switch,
         "instructions",
     ));
 
@@ -376,6 +390,8 @@ struct IpcFigures {
     poll: Summary,
     /// Two `rdtsc`s back to back: what the timing adds to each sample.
     rdtsc: Summary,
+    /// `yield` to a yielding `pong` and back: two context switches.
+    yield_round_trip: Summary,
 }
 
 /// One of `ping`'s summary lines: `median M cycles, min A, p90 B, max C over N calls`.
@@ -470,6 +486,7 @@ fn ipc_bench(host: &Host) -> Result<IpcFigures> {
         null_syscall: find(NULL_SYSCALL_LINE)?,
         poll: find(POLL_LINE)?,
         rdtsc: find(RDTSC_LINE)?,
+        yield_round_trip: find(YIELD_LINE)?,
     })
 }
 

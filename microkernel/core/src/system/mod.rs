@@ -531,9 +531,14 @@ impl System {
     }
 
     /// Makes `cpu` the CPU whose events the system handles from now on (the kernel calls
-    /// it after taking the lock on a CPU). Out-of-range CPUs are ignored.
+    /// it after taking the lock on a CPU). A CPU not scheduled on is a caller's bug
+    /// (asserted in debug builds, ignored otherwise).
     pub fn select_cpu(&mut self, cpu: usize) {
-        if cpu == self.cpu || cpu >= self.cpu_count {
+        if cpu == self.cpu {
+            return;
+        }
+        debug_assert!(cpu < self.cpu_count, "CPU {cpu} is not scheduled on");
+        if cpu >= self.cpu_count {
             return;
         }
         self.parked[self.cpu] = CpuState {
@@ -554,6 +559,11 @@ impl System {
         self.timer_at = state.timer_at;
         self.rearm = state.rearm;
         self.cpu = cpu;
+    }
+
+    /// The CPU other than this one that runs world `id`, if any.
+    fn running_elsewhere(&self, id: WorldId) -> Option<usize> {
+        (0..self.cpu_count).find(|&cpu| cpu != self.cpu && self.parked[cpu].current == Some(id))
     }
 
     /// The CPU whose events the system handles.

@@ -73,8 +73,11 @@ pub struct Vm {
     pub asid: u32,
     /// Regions mapped.
     pub mappings: Vec<VmMapping, MAX_VM_MAPPINGS>,
-    /// Mappings were removed: flush the guest TLB before the next run.
-    pub flush: bool,
+    /// CPUs (bit per CPU index) that may hold guest translations from before a mapping
+    /// was removed: a vCPU entering on one of them flushes the ASID there first. All set
+    /// at creation and on every unmap (each vCPU of the VM, on whatever CPU it enters
+    /// next, flushes once).
+    pub stale_cpus: u64,
 }
 
 /// A virtual CPU.
@@ -94,10 +97,6 @@ pub struct Vcpu {
     /// The monitor holds an exit message it has not answered yet (its next reply
     /// answers that exit; otherwise it answers a timeout).
     pub outstanding: bool,
-    /// The CPU it last ran on (`usize::MAX`: none yet). A vCPU entering on another CPU
-    /// flushes its ASID's translations there: that CPU may hold some from before a
-    /// mapping went away.
-    pub last_cpu: usize,
 }
 
 /// Offset of the FXSAVE area in a vCPU's register page.
@@ -191,7 +190,7 @@ impl System {
             npt: PageTable::from_root(root),
             asid: self.next_asid,
             mappings: Vec::new(),
-            flush: true,
+            stale_cpus: u64::MAX,
         }))
     }
 
@@ -229,7 +228,6 @@ impl System {
             owner: None,
             exits: 0,
             outstanding: false,
-            last_cpu: usize::MAX,
         }))
     }
 
@@ -382,7 +380,7 @@ impl System {
             return 0;
         };
         let mapping = vm.mappings.swap_remove(index);
-        vm.flush = true;
+        vm.stale_cpus = u64::MAX;
         let root = vm.npt.root();
         unmap_guest_range(platform, root, mapping.gpa, mapping.size);
         // A vCPU of this VM running on another CPU leaves the guest before this returns;
@@ -424,7 +422,7 @@ impl System {
         if vcpu.owner.is_some_and(|owner| owner != id) {
             return Err(Error::InsufficientRights);
         }
-        let (vmcb, state, vm, outstanding) = (vcpu.vmcb, vcpu.state, vcpu.vm, vcpu.outstanding);
+        let (vmcb, state, outstanding) = (vcpu.vmcb, vcpu.state, vcpu.outstanding);
         let Some(host) = platform.svm_limits() else {
             return Err(Error::InvalidArgument);
         };
@@ -484,14 +482,6 @@ impl System {
             vcpu.owner = Some(id);
             vcpu.outstanding = false;
         }
-        let flush = self
-            .vm_mut(vm)
-            .is_some_and(|vm| core::mem::take(&mut vm.flush));
-        if flush {
-            platform.with_vcpu(vmcb, state, |vmcb, _| {
-                vmcb.control.tlb_control = TlbControl::FlushAll as u8;
-            });
-        }
         let until = (a[3] > 0).then(|| self.now.saturating_add(a[3]));
         if a[2] & VCPU_HALTED != 0 {
             let Some(until) = until else {
@@ -543,7 +533,13 @@ impl System {
                 until: Some(until), ..
             }) = self.world(id).and_then(|w| w.guest)
             {
-                if until <= now {
+                if until <= now
+                    && let Some(cpu) = self.running_elsewhere(id)
+                {
+                    // Its guest may be in VMRUN on that CPU: only that CPU may end the run
+                    // (it does when it next resumes the world); make it look now.
+                    self.outgoing_kicks |= 1 << cpu;
+                } else if until <= now {
                     self.end_guest_run(id);
                 } else {
                     earliest = Some(earliest.map_or(until, |e| e.min(until)));
@@ -574,21 +570,20 @@ impl System {
             self.end_guest_run(id);
             return None;
         }
-        let cpu = self.cpu;
-        let Some(Object::Vcpu(vcpu)) = self.object_mut(mode.vcpu) else {
+        let bit = 1u64 << (self.cpu % 64);
+        let Some(Object::Vcpu(vcpu)) = self.object(mode.vcpu).map(|o| &o.object) else {
             self.world_mut(id)?.guest = None;
             return None;
         };
         let (vmcb, state, vm) = (vcpu.vmcb, vcpu.state, vcpu.vm);
-        let migrated = core::mem::replace(&mut vcpu.last_cpu, cpu) != cpu;
-        // Guest memory went away while the guest was preempted, or the vCPU comes to a
-        // CPU that may hold translations from before that: no stale one may survive into
+        // Guest memory went away since this CPU last flushed the VM's ASID (while the
+        // guest was preempted, or ran elsewhere): no stale translation may survive into
         // this run.
-        if self
-            .vm_mut(vm)
-            .is_some_and(|vm| core::mem::take(&mut vm.flush))
-            || migrated
-        {
+        if self.vm_mut(vm).is_some_and(|vm| {
+            let stale = vm.stale_cpus & bit != 0;
+            vm.stale_cpus &= !bit;
+            stale
+        }) {
             platform.with_vcpu(vmcb, state, |vmcb, _| {
                 vmcb.control.tlb_control = TlbControl::FlushAll as u8;
             });

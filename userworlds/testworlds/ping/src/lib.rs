@@ -15,6 +15,11 @@ pub const WARM_UP: usize = 100;
 /// Calls measured (and null system calls measured).
 pub const CALLS: usize = 2000;
 
+/// Message register 0 of the call that turns `pong` into a yielder: it replies, then calls
+/// `yield` forever, so that ping's own `yield`s switch to it and back (the context-switch
+/// measurement, made last).
+pub const START_YIELDING: u64 = 0x7969_656c_6421_0000;
+
 /// The message registers ping sends in call `i`: different in every call and in every
 /// register, so an echo that mixed registers up or returned stale ones is noticed.
 pub const fn pattern(i: usize) -> [u64; 4] {

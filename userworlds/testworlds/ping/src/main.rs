@@ -10,7 +10,8 @@
 //!
 //! then the same summary for two null system calls (`cap_info` on an empty slot: the
 //! error path; `poll` on its own notification: the success path of a capability lookup)
-//! and for two back-to-back `rdtsc`s (what the timing itself costs), then `ping: done`,
+//! and for two back-to-back `rdtsc`s (what the timing itself costs), then for `yield`s
+//! that switch to `pong` and back (after asking pong to become a yielder), then `ping: done`,
 //! and exits 0. `cargo xtask bench` boots it under `-icount shift=0,sleep=off`, where a
 //! cycle is one instruction.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -179,6 +180,33 @@ fn world_main(rt: esker_rt::Runtime) -> ! {
     if let Some(s) = Summary::of(samples) {
         defmt::info!(
             "ping: rdtsc back to back: median {=u64} cycles, min {=u64}, p90 {=u64}, max {=u64} over {=usize} calls",
+            s.median,
+            s.min,
+            s.p90,
+            s.max,
+            s.count
+        );
+    }
+
+    // Context switches: pong becomes a yielder, so each `yield` here runs pong (which
+    // yields straight back): two world-to-world switches per sample, both through the
+    // scheduler.
+    let args = [u64::from(bench), 0, esker_ping::START_YIELDING, 0, 0, 0];
+    let (rax, _) = syscall(Syscall::Call, args);
+    if rax != 0 {
+        defmt::error!("ping: pong did not take the request to start yielding");
+    }
+    for i in 0..WARM_UP + CALLS {
+        let start = tsc();
+        let _ = syscall(Syscall::Yield, [0; 6]);
+        let end = tsc();
+        if let Some(sample) = i.checked_sub(WARM_UP).and_then(|k| samples.get_mut(k)) {
+            *sample = end.wrapping_sub(start);
+        }
+    }
+    if let Some(s) = Summary::of(samples) {
+        defmt::info!(
+            "ping: yield round trip (two context switches): median {=u64} cycles, min {=u64}, p90 {=u64}, max {=u64} over {=usize} calls",
             s.median,
             s.min,
             s.p90,

@@ -2,7 +2,8 @@
 //!
 //! It serves the `bench` channel with raw system calls, the kernel's shortest path: one
 //! `recv`, then `reply_recv` forever, echoing the four message registers of each call in a
-//! zero-length reply. No channel runtime, no postcard: what `ping` times is the kernel.
+//! zero-length reply (until ping asks it to start yielding, see
+//! [`START_YIELDING`](esker_ping::START_YIELDING)). No channel runtime, no postcard: what `ping` times is the kernel.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 esker_rt::entry!(world_main, heap = 4096);
@@ -30,6 +31,14 @@ fn world_main(rt: esker_rt::Runtime) -> ! {
     defmt::info!("pong: serving");
     let (mut rax, mut out) = syscall(Syscall::Recv, [endpoint, 0, 0, 0, 0, 0]);
     loop {
+        if rax == 0 && out[2] == esker_ping::START_YIELDING {
+            // The last measurement: answer, then give the CPU back at once, forever, so
+            // every `yield` of ping's is a switch here and back.
+            let _ = syscall(Syscall::Reply, [0, 0, 0, 0, 0, 0]);
+            loop {
+                let _ = syscall(Syscall::Yield, [0; 6]);
+            }
+        }
         if rax == 0 {
             // out = info, badge, mr0..mr3: reply with a zero-length message carrying the
             // same registers, and wait for the next call.

@@ -39,6 +39,7 @@ const AP_FRAMES: u64 =
     (AP_KERNEL_STACK + gdt::AP_IST_BYTES + syscall::IDLE_STACK_SIZE as u64) / 4096;
 
 const MSR_EFER: u32 = 0xc000_0080;
+const EFER_SVME: u64 = 1 << 12;
 
 /// CPUs up (the boot CPU counts as one once [`start_application_processors`] ran).
 static ONLINE: AtomicUsize = AtomicUsize::new(1);
@@ -170,8 +171,10 @@ pub fn start_application_processors(apic_ids: &[u32], low_memory_usable: bool) -
     unsafe {
         CR0.store(Cr0::read_raw(), Ordering::Relaxed);
         CR4.store(Cr4::read_raw(), Ordering::Relaxed);
-        EFER.store(cpu::read_msr(MSR_EFER), Ordering::Relaxed);
+        // Without SVME: each AP turns SVM on itself (`svm::enable`), if it can.
+        EFER.store(cpu::read_msr(MSR_EFER) & !EFER_SVME, Ordering::Relaxed);
     }
+    BOOT_CPU_SVM.store(svm::limits().is_some(), Ordering::Release);
     install_trampoline();
     let khz = time::tsc_khz().max(1);
     let mut next_index = 1;
@@ -191,15 +194,17 @@ pub fn start_application_processors(apic_ids: &[u32], low_memory_usable: bool) -
         let base = memory::DIRECT_MAP_BASE + frames.start().as_u64();
         let kernel_stack_top = base + AP_KERNEL_STACK;
         let before = ONLINE.load(Ordering::Acquire);
+        let refused_before = REFUSED.load(Ordering::Acquire);
         STARTING.store(base, Ordering::Release);
         write_params(kernel_stack_top, next_index as u64);
         lapic::send_init(apic);
         delay_us(10_000, khz);
         lapic::send_startup(apic, (TRAMPOLINE >> 12) as u8);
-        let answered = wait_online(before, 1_000, khz) || {
-            lapic::send_startup(apic, (TRAMPOLINE >> 12) as u8);
-            wait_online(before, 1_000_000, khz)
-        };
+        let answered = wait_online(before, 1_000, khz)
+            || (REFUSED.load(Ordering::Acquire) == refused_before && {
+                lapic::send_startup(apic, (TRAMPOLINE >> 12) as u8);
+                wait_online(before, 1_000_000, khz)
+            });
         if answered {
             // The AP wrote its TSC just before reporting: the difference from ours is how
             // far its TSC lags (a little for the time it took us to notice).
@@ -212,6 +217,12 @@ pub fn start_application_processors(apic_ids: &[u32], low_memory_usable: bool) -
             );
             next_index += 1;
             report.online += 1;
+        } else if REFUSED.load(Ordering::Acquire) > refused_before {
+            defmt::error!(
+                "smp: the CPU with APIC id {=u32} cannot turn SVM on (the boot CPU did); left out",
+                apic
+            );
+            report.failed += 1;
         } else {
             // Its stacks stay allocated: a late AP may still run on them.
             defmt::error!(
@@ -223,6 +234,11 @@ pub fn start_application_processors(apic_ids: &[u32], low_memory_usable: bool) -
     }
     report
 }
+
+/// APs that came up but could not turn SVM on while the boot CPU did (left halted).
+static REFUSED: AtomicUsize = AtomicUsize::new(0);
+/// The boot CPU runs guests.
+static BOOT_CPU_SVM: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// The TSC of the AP that has just come up, read as it reports.
 static AP_TSC: AtomicU64 = AtomicU64::new(0);
@@ -283,9 +299,13 @@ fn delay_us(micros: u64, khz: u64) {
 /// Waits up to `micros` for the count of CPUs online to pass `before`.
 fn wait_online(before: usize, micros: u64, khz: u64) -> bool {
     let end = time::cycles_since_entry() + micros * khz / 1000;
+    let refused = REFUSED.load(Ordering::Acquire);
     while time::cycles_since_entry() < end {
         if ONLINE.load(Ordering::Acquire) > before {
             return true;
+        }
+        if REFUSED.load(Ordering::Acquire) > refused {
+            return false;
         }
         core::hint::spin_loop();
     }
@@ -315,7 +335,11 @@ extern "C" fn ap_entry(index: u64) -> ! {
     trap::init(selectors);
     syscall::init(selectors, index, kernel_stack_top, Some(idle_top));
     let apic = lapic::init_application_processor();
-    svm::enable(&cpu::Features::detect());
+    if !svm::enable(&cpu::Features::detect()) && BOOT_CPU_SVM.load(Ordering::Acquire) {
+        // Guests may run on any CPU the scheduler uses: one without SVM stays out.
+        REFUSED.fetch_add(1, Ordering::AcqRel);
+        cpu::halt_forever();
+    }
     APIC_IDS[index].store(apic, Ordering::Release);
     AP_TSC.store(cpu::rdtsc(), Ordering::Release);
     ONLINE.fetch_add(1, Ordering::AcqRel);

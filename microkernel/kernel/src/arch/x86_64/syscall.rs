@@ -225,10 +225,17 @@ pub fn init(
 /// from user mode saves the world's registers there.
 pub fn set_save_area(area: *const Registers) {
     let top = area as u64 + core::mem::size_of::<Registers>() as u64;
-    let cpu = this_cpu();
-    // SAFETY: this CPU's block (only this CPU writes it); the kernel runs with interrupts
-    // off, so the entry stubs (its only other users) cannot run while it is written.
-    unsafe { (&raw mut PER_CPU[cpu].save_area_top).write(top) };
+    // SAFETY: in kernel mode GS is this CPU's block (only this CPU writes it); the kernel
+    // runs with interrupts off, so the entry stubs (its only other users) cannot run while
+    // it is written; the store is to its `save_area_top` field.
+    unsafe {
+        core::arch::asm!(
+            "mov gs:[{offset}], {top}",
+            top = in(reg) top,
+            offset = const PER_CPU_SAVE_AREA_TOP,
+            options(nostack, preserves_flags)
+        )
+    };
     gdt::set_user_entry_stack(top);
 }
 

@@ -174,10 +174,16 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *const TrapFrame {
             crate::world::on_timer(frame)
         }
         VECTOR_SHOOTDOWN => {
-            // Only the flush: the interrupted context (a world, the idle loop) goes on.
             super::smp::service_flush();
             lapic::end_of_interrupt();
-            frame
+            if frame.from_user() {
+                // A world goes on where it was.
+                frame
+            } else {
+                // The idle context: the shootdown may have made a guest exit (its world
+                // is still this CPU's to run), so decide again rather than halt.
+                crate::world::on_timer(frame)
+            }
         }
         VECTOR_PIC_BASE..=0x2f => {
             let line = vector - VECTOR_PIC_BASE;
