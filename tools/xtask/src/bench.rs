@@ -329,15 +329,15 @@ pub fn run() -> Result<ExitCode> {
     println!(
         "(scheduler: one CPU, equal shares, one slice per pick, steps averaged over 10000 \
          picks; ns per pick measured in this xtask build ({}){}; fairness: iterations of \
-         three spinners over 3 s, booted with {} CPUs, no icount, largest deviation relative to the \
-         share)",
+         three spinners over 3 s, booted with {} CPU under icount, largest deviation relative to \
+         the share)",
         sched::host_build(),
         if cfg!(debug_assertions) {
             ", slower than an optimised build: compare them only between runs of this bench"
         } else {
             ""
         },
-        QemuConfig::pvh(&image.dir, None).cpus
+        sched::FAIRNESS_CPUS
     );
     let path = cargo::target_dir().join("bench.json");
     let json = serde_json::to_string_pretty(&results).context("serialising results")?;

@@ -9,9 +9,10 @@
 //! build takes, so the table says which build measured it.
 //!
 //! Fairness: the image of `qemu-tests/manifests/shares.toml` (built into
-//! `target/image-bench-shares`) boots once with the default machine and no icount (the
-//! spinners measure TSC time); each spinner reports its iterations over three seconds and
-//! each world's fraction of the total is compared with its share of the shares.
+//! `target/image-bench-shares`) boots once on one CPU under `-icount shift=0,sleep=off`,
+//! as the QEMU test does (guest time follows guest instructions, so the host's load does
+//! not enter the figure); each spinner reports its iterations over three seconds and each
+//! world's fraction of the total is compared with its share of the shares.
 //!
 //! [`last_decision_steps`]: esker_kernel_core::sched::SchedulerOf::last_decision_steps
 
@@ -25,6 +26,9 @@ use esker_logdecode::{Level, LogDecoder};
 use std::sync::mpsc::RecvTimeoutError;
 
 use super::{number_after, tail, world_ended_in};
+
+/// CPUs the fairness machine has (the shares are of one CPU).
+pub const FAIRNESS_CPUS: u32 = 1;
 use crate::cargo;
 use crate::host::Host;
 use crate::image::{self, Flavor};
@@ -199,7 +203,9 @@ pub(super) fn fairness(host: &Host) -> Result<Split> {
         &manifest,
         &cargo::target_dir().join(SHARES_IMAGE_DIR),
     )?;
-    let config = QemuConfig::pvh(&image.dir, None);
+    let mut config = QemuConfig::pvh(&image.dir, None);
+    config.cpus = FAIRNESS_CPUS;
+    config.icount = true;
     println!("bench: {}", config.command_line());
     let mut qemu = QemuRun::spawn(&config, LogDecoder::new(&image.dir)?, None)?;
     let worlds = SPINNERS.map(|(world, _)| world);
