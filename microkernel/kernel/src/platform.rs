@@ -138,8 +138,16 @@ impl Platform for KernelPlatform {
     }
 }
 
+/// Makes `root` the loaded address space (no CR3 write, so no TLB flush, if it already
+/// is).
+pub fn load_root(root: PhysFrame) {
+    if current_root() != root.start().as_u64() {
+        switch_to(root);
+    }
+}
+
 /// Loads `root` into CR3.
-pub fn switch_to(root: PhysFrame) {
+fn switch_to(root: PhysFrame) {
     let frame = x86_64::structures::paging::PhysFrame::containing_address(x86_64::PhysAddr::new(
         root.start().as_u64(),
     ));

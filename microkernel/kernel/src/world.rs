@@ -15,7 +15,6 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use esker_kernel_core::manifest::{BundleError, BundleView};
 use esker_kernel_core::system::{Next, Registers, System, VmExitAction};
 use spin::{Mutex, MutexGuard};
-use x86_64::registers::control::Cr3;
 
 use crate::arch::x86_64::{cpu, lapic, pic, serial, smp, svm, syscall};
 use crate::platform::{self, KernelPlatform};
@@ -151,10 +150,7 @@ fn resume(mut system: MutexGuard<'static, System>, next: Next) -> *const Registe
         }
         let Next::World { world, root, .. } = next else {
             // Idle on the kernel's own table: the last world's may be freed while we halt.
-            let kernel = crate::memory::kernel_root();
-            if Cr3::read_raw().0.start_address().as_u64() != kernel.start().as_u64() {
-                platform::switch_to(kernel);
-            }
+            platform::load_root(crate::memory::kernel_root());
             return syscall::idle_frame();
         };
         let mut platform = KernelPlatform::new();
@@ -162,9 +158,7 @@ fn resume(mut system: MutexGuard<'static, System>, next: Next) -> *const Registe
             // The world runs its vCPU: enter the guest without the lock (other CPUs go
             // on), and handle the exit with it. A shootdown while the guest runs makes it
             // exit; this CPU flushes while it waits for the lock.
-            if Cr3::read_raw().0.start_address().as_u64() != root.start().as_u64() {
-                platform::switch_to(root);
-            }
+            platform::load_root(root);
             smp::note_guest(true);
             drop(system);
             svm::run(guest.vmcb, guest.state);
@@ -184,9 +178,7 @@ fn resume(mut system: MutexGuard<'static, System>, next: Next) -> *const Registe
                 }
             }
         }
-        if Cr3::read_raw().0.start_address().as_u64() != root.start().as_u64() {
-            platform::switch_to(root);
-        }
+        platform::load_root(root);
         return match system.registers_mut(world) {
             Some(registers) => {
                 let area: *const Registers = registers;

@@ -116,38 +116,18 @@ fn guest_memory_is_mapped_by_capability_and_refused_without_the_rights() {
     run_as(&mut system, &mut frame, MONITOR);
     let (_, ram) = vm_and_ram(&system);
     // Read-only memory cannot be mapped writable; the VM capability is needed with MAP.
-    syscall(
-        &mut system,
-        &mut platform,
-        &mut frame,
-        Syscall::VmMap,
-        [VM, RAM_READ_ONLY, 0, rights(Rights::WRITE), 0, 0],
-    );
-    assert_eq!(result_of(&system, MONITOR), Err(Error::InsufficientRights));
-    syscall(
-        &mut system,
-        &mut platform,
-        &mut frame,
-        Syscall::VmMap,
-        [RAM, RAM, 0, 0, 0, 0],
-    );
-    assert_eq!(result_of(&system, MONITOR), Err(Error::WrongObjectKind));
-    syscall(
-        &mut system,
-        &mut platform,
-        &mut frame,
-        Syscall::VmMap,
-        [VM, RAM, 0x1234, 0, 0, 0],
-    );
-    assert_eq!(result_of(&system, MONITOR), Err(Error::BadAddress));
-    syscall(
-        &mut system,
-        &mut platform,
-        &mut frame,
-        Syscall::VmMap,
-        [VM, RAM, 1 << 39, 0, 0, 0],
-    );
-    assert_eq!(result_of(&system, MONITOR), Err(Error::BadAddress));
+    for (args, refused) in [
+        (
+            [VM, RAM_READ_ONLY, 0, rights(Rights::WRITE), 0, 0],
+            Error::InsufficientRights,
+        ),
+        ([RAM, RAM, 0, 0, 0, 0], Error::WrongObjectKind),
+        ([VM, RAM, 0x1234, 0, 0, 0], Error::BadAddress),
+        ([VM, RAM, 1 << 39, 0, 0, 0], Error::BadAddress),
+    ] {
+        syscall(&mut system, &mut platform, &mut frame, Syscall::VmMap, args);
+        assert_eq!(result_of(&system, MONITOR), Err(refused), "vm_map{args:x?}");
+    }
     assert_eq!(translate(&system, &mut platform, 0), None);
 
     let rwx = rights(Rights::WRITE | Rights::EXECUTE);

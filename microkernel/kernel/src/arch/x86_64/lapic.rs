@@ -136,11 +136,7 @@ pub fn init(map_mmio: impl FnOnce(u64) -> u64) -> Calibration {
         REG_SPURIOUS,
         SPURIOUS_ENABLE | u32::from(trap::VECTOR_SPURIOUS),
     );
-    let apic_id = if x2apic {
-        read(REG_ID)
-    } else {
-        read(REG_ID) >> 24
-    };
+    let apic_id = apic_id();
 
     // Calibrate against PIT channel 2: under QEMU both run on the virtual clock, on
     // hardware both on fixed crystals (the TSC may not agree with either under TCG).

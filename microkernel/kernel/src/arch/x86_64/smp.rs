@@ -404,13 +404,7 @@ pub fn shootdown(root: Option<u64>) {
     if targets == 0 {
         return;
     }
-    for cpu in 0..MAX_CPUS {
-        if targets & (1 << cpu) != 0
-            && let Some(apic) = apic_id(cpu)
-        {
-            lapic::send_ipi(apic, trap::VECTOR_SHOOTDOWN);
-        }
-    }
+    send_to(targets, trap::VECTOR_SHOOTDOWN);
     for (cpu, pending) in FLUSH_PENDING.iter().enumerate() {
         if targets & (1 << cpu) != 0 {
             while pending.load(Ordering::Acquire) != 0 {
@@ -422,11 +416,16 @@ pub fn shootdown(root: Option<u64>) {
 
 /// Interrupts each CPU in `mask` (bit per CPU index) so that it re-decides.
 pub fn kick(mask: u64) {
+    send_to(mask, trap::VECTOR_KICK);
+}
+
+/// Sends `vector` to each CPU in `mask` (bit per CPU index) that is up.
+fn send_to(mask: u64, vector: u8) {
     for cpu in 0..MAX_CPUS {
         if mask & (1 << cpu) != 0
             && let Some(apic) = apic_id(cpu)
         {
-            lapic::send_ipi(apic, trap::VECTOR_KICK);
+            lapic::send_ipi(apic, vector);
         }
     }
 }
