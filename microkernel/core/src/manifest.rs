@@ -207,6 +207,9 @@ pub struct WorldSpec<'a> {
     pub sched: SchedParams,
     /// Whether guest-controlled input reaches this world (the audit treats it as exposed).
     pub guest_facing: bool,
+    /// Threads of control sharing its address space and capabilities (1 to
+    /// `esker_abi::layout::MAX_THREADS`): a VM's monitor runs one per vCPU.
+    pub threads: u8,
     /// Its capabilities.
     #[serde(borrow)]
     pub caps: Vec<CapSpec<'a>, MAX_WORLD_CAPS>,
@@ -541,6 +544,7 @@ mod tests {
                 memory_kib: 512,
                 sched: SchedParams::default(),
                 guest_facing: false,
+                threads: 1,
                 caps,
             })
             .unwrap();

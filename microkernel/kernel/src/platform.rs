@@ -146,6 +146,29 @@ pub fn load_root(root: PhysFrame) {
     }
 }
 
+/// Per CPU: the FS base it has loaded (`u64::MAX`: not known yet).
+static LOADED_FS_BASE: [core::sync::atomic::AtomicU64; crate::arch::x86_64::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(u64::MAX) }; crate::arch::x86_64::MAX_CPUS];
+
+/// Makes `base` this CPU's FS base (no MSR write if it already is): each thread of a world
+/// runs with FS pointing at its own IPC buffer, where the runtime finds it.
+pub fn load_fs_base(base: u64) {
+    use core::sync::atomic::Ordering;
+    const IA32_FS_BASE: u32 = 0xc000_0100;
+    let cpu = crate::arch::x86_64::syscall::this_cpu();
+    let Some(loaded) = LOADED_FS_BASE.get(cpu) else {
+        return;
+    };
+    if loaded.load(Ordering::Relaxed) != base {
+        // SAFETY: IA32_FS_BASE exists on every x86-64 CPU. The kernel never uses FS, so
+        // no kernel invariant depends on it; the value is a user address the system chose
+        // (canonical, below the user half's end). VMRUN's VMSAVE/VMLOAD of the host state
+        // keep it across guest runs.
+        unsafe { crate::arch::x86_64::cpu::write_msr(IA32_FS_BASE, base) };
+        loaded.store(base, Ordering::Relaxed);
+    }
+}
+
 /// Loads `root` into CR3.
 fn switch_to(root: PhysFrame) {
     let frame = x86_64::structures::paging::PhysFrame::containing_address(x86_64::PhysAddr::new(

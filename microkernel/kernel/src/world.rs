@@ -148,17 +148,27 @@ fn resume(mut system: MutexGuard<'static, System>, next: Next) -> *const Registe
         if let Some(nanos) = deadline_ns {
             lapic::arm_oneshot(nanos);
         }
+        let mut platform = KernelPlatform::new();
         let Next::World { world, root, .. } = next else {
             // Idle on the kernel's own table: the last world's may be freed while we halt.
             platform::load_root(crate::memory::kernel_root());
+            if system.has_zombies() {
+                system.reap(&mut platform);
+            }
             return syscall::idle_frame();
         };
-        let mut platform = KernelPlatform::new();
+        platform::load_root(root);
+        if system.has_zombies() {
+            // A stopped world's address space waited for this CPU to leave it.
+            system.reap(&mut platform);
+        }
+        if let Some(fs_base) = system.world(world).map(|w| w.fs_base) {
+            platform::load_fs_base(fs_base);
+        }
         if let Some(guest) = system.guest_entry(&mut platform, world) {
             // The world runs its vCPU: enter the guest without the lock (other CPUs go
             // on), and handle the exit with it. A shootdown while the guest runs makes it
             // exit; this CPU flushes while it waits for the lock.
-            platform::load_root(root);
             smp::note_guest(true);
             drop(system);
             svm::run(guest.vmcb, guest.state);
@@ -178,7 +188,6 @@ fn resume(mut system: MutexGuard<'static, System>, next: Next) -> *const Registe
                 }
             }
         }
-        platform::load_root(root);
         return match system.registers_mut(world) {
             Some(registers) => {
                 let area: *const Registers = registers;

@@ -55,6 +55,8 @@ pub struct CompiledWorld {
     pub sched: SchedParams,
     /// Whether guest input reaches it.
     pub guest_facing: bool,
+    /// Threads sharing its address space (a VM monitor: one per vCPU).
+    pub threads: u8,
     /// Its capabilities, by slot.
     pub caps: Vec<CompiledCap>,
 }
@@ -259,6 +261,7 @@ impl CompiledOwned {
                 memory_kib: world.memory_kib,
                 sched: world.sched,
                 guest_facing: world.guest_facing,
+                threads: world.threads,
                 caps,
             };
             manifest.worlds.push(spec).map_err(|_| {
@@ -585,6 +588,12 @@ impl Objects {
             memory_kib: world.memory_kib,
             sched: world.sched,
             guest_facing: world.guest_facing,
+            // A VM's monitor runs one thread per vCPU (the parser bounds vcpus).
+            threads: manifest
+                .vms
+                .iter()
+                .find(|vm| vm.monitor == world.name)
+                .map_or(1, |vm| u8::try_from(vm.vcpus).unwrap_or(u8::MAX).max(1)),
             caps: caps.0,
         }
     }

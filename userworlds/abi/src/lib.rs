@@ -121,6 +121,12 @@ pub enum Syscall {
     /// the host console (COM1) since the last call into the IPC buffer's data area. Needs
     /// [`Rights::READ`] on the Console capability (one world holds it).
     ConsoleRead = 26,
+    /// `vcpu_kick(vcpu)`: makes the vCPU's `vcpu_run` return [`VCPU_TIMEOUT`] as soon as
+    /// possible — at once if its monitor sleeps (halted) or the guest runs (it exits), at
+    /// the next call otherwise (after that call's reply is applied). A monitor thread
+    /// uses it when it made an interrupt pending for a sibling vCPU (an IPI). Needs
+    /// [`Rights::WRITE`] on the Vcpu capability.
+    VcpuKick = 27,
 }
 
 /// `vcpu_run` returned because the guest exited: the message is in the IPC buffer.
@@ -132,7 +138,7 @@ pub const VCPU_HALTED: u64 = 1 << 0;
 
 impl Syscall {
     /// Every system call, in number order.
-    pub const ALL: [Syscall; 27] = [
+    pub const ALL: [Syscall; 28] = [
         Self::Log,
         Self::Call,
         Self::Send,
@@ -160,6 +166,7 @@ impl Syscall {
         Self::VmUnmap,
         Self::VcpuRun,
         Self::ConsoleRead,
+        Self::VcpuKick,
     ];
 
     /// Decodes `rax`.
@@ -529,14 +536,26 @@ pub struct IpcBuffer {
     pub received_caps: [CapSlot; MAX_MESSAGE_CAPS],
     /// How many entries of `received_caps` are valid (same rule as `received_caps`).
     pub received_count: u32,
+    /// Which thread of the world this buffer belongs to (0: the first; see
+    /// [`layout::thread_ipc_buffer`]). Written by the kernel when the thread is created.
+    pub thread: u32,
+    /// This buffer's own address: every thread's FS base points at its IPC buffer, so
+    /// `fs:[IPC_ADDRESS_OFFSET]` finds it. Written by the kernel when the thread is created.
+    pub address: u64,
     /// Reserved, zero.
-    pub reserved: [u32; 7],
+    pub reserved: [u32; 4],
     /// Message data.
     pub data: [u8; MAX_MESSAGE_BYTES],
 }
 
 /// Offset of [`IpcBuffer::data`] in the buffer.
 pub const IPC_DATA_OFFSET: usize = 64;
+/// Offset of [`IpcBuffer::thread`] in the buffer.
+pub const IPC_THREAD_OFFSET: usize = 36;
+/// Offset of [`IpcBuffer::address`] in the buffer.
+pub const IPC_ADDRESS_OFFSET: usize = 40;
+const _: () = assert!(core::mem::offset_of!(IpcBuffer, thread) == IPC_THREAD_OFFSET);
+const _: () = assert!(core::mem::offset_of!(IpcBuffer, address) == IPC_ADDRESS_OFFSET);
 const _: () = assert!(core::mem::offset_of!(IpcBuffer, data) == IPC_DATA_OFFSET);
 const _: () = assert!(core::mem::size_of::<IpcBuffer>() <= layout::IPC_BUFFER_SIZE as usize);
 
@@ -556,6 +575,24 @@ pub mod layout {
     pub const MAP_END: u64 = 0x7000_0000_0000;
     /// One past the highest user address.
     pub const USER_END: u64 = 0x8000_0000_0000;
+    /// Most threads one world has (a VM's monitor runs one per vCPU).
+    pub const MAX_THREADS: usize = 16;
+    /// Distance between the IPC buffers of successive threads.
+    pub const THREAD_IPC_STRIDE: u64 = 0x1_0000;
+    /// Distance between the stack tops of successive threads.
+    pub const THREAD_STACK_STRIDE: u64 = 0x10_0000;
+
+    /// Where thread `index`'s IPC buffer is (thread 0's is [`IPC_BUFFER`]).
+    pub const fn thread_ipc_buffer(index: u64) -> u64 {
+        IPC_BUFFER + index * THREAD_IPC_STRIDE
+    }
+
+    /// One past the top of thread `index`'s stack (thread 0's is [`STACK_TOP`]).
+    pub const fn thread_stack_top(index: u64) -> u64 {
+        STACK_TOP - index * THREAD_STACK_STRIDE
+    }
+
+    const _: () = assert!(thread_ipc_buffer(MAX_THREADS as u64) <= USER_END);
 }
 
 /// What [`Syscall::KernelInfo`] can be asked.

@@ -8,15 +8,17 @@
 
 use esker_abi::Syscall;
 
-/// Whether a reference into the IPC buffer is alive. A world has one thread, so one flag
-/// serves; host unit tests run in parallel threads and get one flag each.
+/// Whether a reference into the IPC buffer is alive: one flag per thread of the world (each
+/// has its own buffer); host unit tests run in parallel threads and get one flag each.
 mod flag {
     #[cfg(not(test))]
-    static BORROWED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    static BORROWED: [core::sync::atomic::AtomicBool; esker_abi::layout::MAX_THREADS] =
+        [const { core::sync::atomic::AtomicBool::new(false) }; esker_abi::layout::MAX_THREADS];
 
     #[cfg(not(test))]
     pub fn swap(value: bool) -> bool {
-        BORROWED.swap(value, core::sync::atomic::Ordering::AcqRel)
+        let index = crate::thread::index() % esker_abi::layout::MAX_THREADS;
+        BORROWED[index].swap(value, core::sync::atomic::Ordering::AcqRel)
     }
 
     #[cfg(test)]
@@ -73,22 +75,23 @@ pub use target::*;
 mod target {
     use esker_abi::{
         CapSlot, Error, IPC_DATA_OFFSET, IpcBuffer, MAX_MESSAGE_BYTES, MAX_MESSAGE_CAPS,
-        MessageInfo, layout,
+        MessageInfo,
     };
 
     use super::Borrow;
     use crate::channel::{Incoming, Transport};
     use crate::sys::{self, Message, Received};
 
+    /// This thread's IPC buffer (the first thread's is at `layout::IPC_BUFFER`).
     fn buffer() -> *mut IpcBuffer {
-        layout::IPC_BUFFER as usize as *mut IpcBuffer
+        crate::thread::ipc_buffer() as *mut IpcBuffer
     }
 
     /// Runs `f` on the IPC buffer's data.
     pub fn with_data<R>(f: impl FnOnce(&mut [u8; MAX_MESSAGE_BYTES]) -> R) -> R {
         let _borrow = Borrow::take();
-        // SAFETY: the kernel maps the IPC buffer read-write at this fixed address in every
-        // world before it starts (esker_abi::layout); `data` lies inside it
+        // SAFETY: the kernel maps each thread's IPC buffer read-write before the thread
+        // starts, at the address its header records (esker_abi::layout); `data` lies inside it
         // (IPC_DATA_OFFSET + MAX_MESSAGE_BYTES <= IPC_BUFFER_SIZE, asserted in esker-abi).
         // `Borrow` guarantees this is the only reference, and no system call runs while it
         // lives (sys checks), so nothing else reads or writes the bytes meanwhile.

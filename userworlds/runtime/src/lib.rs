@@ -30,6 +30,7 @@ pub mod ipc;
 pub mod logger;
 pub mod ring;
 pub mod sys;
+pub mod thread;
 pub mod time;
 pub mod uses;
 

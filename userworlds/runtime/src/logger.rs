@@ -101,9 +101,28 @@ mod target {
 
     struct StateCell(UnsafeCell<State>);
 
-    // SAFETY: a world has one thread, and the state is only touched by the logger
-    // methods below, one at a time (see `with_state`).
+    // SAFETY: the state is only touched by the logger methods below, by the thread that
+    // holds `OWNER` (taken in `acquire`, given back in `release`), one at a time.
     unsafe impl Sync for StateCell {}
+
+    /// The thread (index + 1) building a frame; 0: none.
+    static OWNER: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+    /// Takes the logger for this thread, waiting (yielding) while another thread of the
+    /// world builds a frame. A nested `acquire` by the owner (a panic inside a frame)
+    /// simply keeps it.
+    fn take_owner() {
+        let me = crate::thread::index() + 1;
+        loop {
+            match OWNER.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(owner) if owner == me => return,
+                Err(_) => {
+                    let _ = sys::yield_now();
+                }
+            }
+        }
+    }
 
     static STATE: StateCell = StateCell(UnsafeCell::new(State {
         frame: FrameBuffer::new(),
@@ -111,8 +130,8 @@ mod target {
     }));
 
     fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
-        // SAFETY: only called by the logger methods, on the world's single thread, and no
-        // method keeps the reference beyond this call, so it is the only one alive.
+        // SAFETY: only called by the logger methods, by the thread holding `OWNER`, and
+        // no method keeps the reference beyond this call, so it is the only one alive.
         f(unsafe { &mut *STATE.0.get() })
     }
 
@@ -135,11 +154,13 @@ mod target {
     #[defmt::global_logger]
     struct WorldLogger;
 
-    // SAFETY: frames never interleave: the world has one thread, `acquire` starts a fresh
-    // frame and `release` sends it; a nested `acquire` (only from a panic inside a frame)
-    // restarts the frame, and the interrupted frame is never resumed.
+    // SAFETY: frames never interleave: `acquire` takes the logger for the calling thread
+    // (other threads wait) and starts a fresh frame, `release` sends it and gives the
+    // logger back; a nested `acquire` (only from a panic inside a frame) restarts the
+    // frame, and the interrupted frame is never resumed.
     unsafe impl defmt::Logger for WorldLogger {
         fn acquire() {
+            take_owner();
             with_state(|state| {
                 state.frame.clear();
                 let State { frame, encoder } = state;
@@ -165,6 +186,7 @@ mod target {
                     }
                 }
             });
+            OWNER.store(0, Ordering::Release);
         }
 
         unsafe fn write(bytes: &[u8]) {

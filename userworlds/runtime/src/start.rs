@@ -5,9 +5,11 @@
 //! data. `_start` ends the frame-pointer chain, aligns the stack and calls [`rust_start`],
 //! which copies the record out of the IPC buffer (the first message overwrites it),
 //! decodes it, sets up the logger and the heap, and calls the world's main function
-//! (`entry!`).
+//! (`entry!`). The other threads of a world with several (`crate::thread`) wait for that
+//! and call the main function too.
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use esker_abi::{IPC_DATA_OFFSET, MAX_MESSAGE_BYTES, layout};
 
@@ -41,13 +43,20 @@ const LOG: Declared = crate::uses!("log", "log");
 /// The start-info record, copied out of the IPC buffer before anything else runs.
 struct StartInfoCopy(UnsafeCell<[u8; MAX_MESSAGE_BYTES]>);
 
-// SAFETY: written once by `rust_start` before any reader exists (one thread), read-only
-// afterwards.
+// SAFETY: written once by the first thread's `rust_start` before `READY` is set; other
+// threads read it only after they saw `READY` (acquire), and nobody writes it again.
 unsafe impl Sync for StartInfoCopy {}
 
 static START_INFO: StartInfoCopy = StartInfoCopy(UnsafeCell::new([0; MAX_MESSAGE_BYTES]));
+/// The record's length, once the first thread copied it.
+static START_INFO_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The first thread has set the runtime up (start info, logger, heap).
+static READY: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn rust_start(record_len: usize) -> ! {
+    if crate::thread::index() != 0 {
+        other_thread_start();
+    }
     let len = record_len.min(MAX_MESSAGE_BYTES);
     let source = (layout::IPC_BUFFER as usize + IPC_DATA_OFFSET) as *const u8;
     // SAFETY: the kernel mapped the IPC buffer before entering the world and wrote the
@@ -69,7 +78,28 @@ extern "C" fn rust_start(record_len: usize) -> ! {
     // SAFETY: the arena is a static of the world that only this call hands out, once.
     unsafe { heap::init(heap_base, heap_size) };
     check_declarations(&rt);
+    START_INFO_LEN.store(len, Ordering::Relaxed);
+    READY.store(true, Ordering::Release);
     // SAFETY: as above.
+    unsafe { __esker_rt_main(rt) }
+}
+
+/// A thread other than the first waits until the first has set the runtime up, then runs
+/// the world's main function too (it tells threads apart with [`crate::thread::index`]).
+fn other_thread_start() -> ! {
+    while !READY.load(Ordering::Acquire) {
+        let _ = sys::yield_now();
+    }
+    let len = START_INFO_LEN.load(Ordering::Relaxed);
+    // SAFETY: READY (acquire) guarantees the first thread finished writing the copy; it
+    // is never written again, so a shared slice of it is sound.
+    let record: &'static [u8] =
+        unsafe { core::slice::from_raw_parts(START_INFO.0.get().cast::<u8>(), len) };
+    let rt = match Runtime::from_start_info(record) {
+        Ok(rt) => rt,
+        Err(_) => sys::exit(EXIT_BAD_START_INFO),
+    };
+    // SAFETY: `entry!` defines it with exactly this signature.
     unsafe { __esker_rt_main(rt) }
 }
 

@@ -623,6 +623,12 @@ pub fn vcpu_run(
     })
 }
 
+/// `vcpu_kick(vcpu)`: the vCPU's `vcpu_run` returns [`VcpuReturn::Timeout`] as soon as it
+/// can (its monitor thread looks at what was made pending for it). Needs write rights.
+pub fn vcpu_kick(vcpu: CapSlot) -> Result<(), Error> {
+    plain(Syscall::VcpuKick, [u64::from(vcpu), 0, 0, 0, 0, 0]).map(drop)
+}
+
 #[cfg(target_os = "none")]
 /// Takes what was typed at the host console since the last call (up to 256 bytes) into
 /// `out`; returns how many bytes. Needs the Console capability.

@@ -18,7 +18,7 @@ use esker_abi::{
 };
 use heapless::Deque;
 
-use super::{MAX_WORLDS, Object, Platform, System, WorldState};
+use super::{Object, Platform, System, WORLD_SLOTS, WorldState};
 use crate::addr::PhysAddr;
 use crate::cap::{ObjectId, WorldId};
 
@@ -28,8 +28,8 @@ const RECEIVED_CAPS_OFFSET: u64 = 16;
 /// A rendezvous: worlds waiting to send, or worlds waiting to receive.
 #[derive(Debug)]
 pub struct Endpoint {
-    pub(super) senders: Deque<WorldId, MAX_WORLDS>,
-    receivers: Deque<WorldId, MAX_WORLDS>,
+    pub(super) senders: Deque<WorldId, WORLD_SLOTS>,
+    receivers: Deque<WorldId, WORLD_SLOTS>,
     /// No live world can receive on it any more: sends fail with `PeerStopped`.
     pub(super) orphaned: bool,
 }
@@ -87,7 +87,7 @@ impl System {
         needed: Rights,
     ) -> Result<(ObjectId, u64), Error> {
         let slot = CapSlot::try_from(slot).map_err(|_| Error::InvalidCapability)?;
-        let cap = self.caps.lookup(world, slot).map_err(Error::from)?;
+        let cap = self.caps.lookup(self.space(world), slot).map_err(Error::from)?;
         if cap.kind != kind {
             return Err(Error::WrongObjectKind);
         }
@@ -122,7 +122,7 @@ impl System {
         if info.caps() > 0 {
             let slots = read_send_caps(platform, sender.ipc_buffer.start());
             for &slot in slots.iter().take(info.caps()) {
-                let cap = self.caps.lookup(world, slot).map_err(Error::from)?;
+                let cap = self.caps.lookup(self.space(world), slot).map_err(Error::from)?;
                 if !cap.rights.contains(Rights::GRANT) {
                     return Err(Error::InsufficientRights);
                 }
@@ -170,6 +170,7 @@ impl System {
         let mut count = 0;
         if info.caps() > 0 {
             let slots = read_send_caps(platform, from_buffer);
+            let (from, to) = (self.space(from), self.space(to));
             let mut received = [0u32; MAX_MESSAGE_CAPS];
             for &slot in slots.iter().take(info.caps().min(MAX_MESSAGE_CAPS)) {
                 if let Ok(new_slot) = self.caps.derive(from, slot, Rights::ALL, 0, to, None) {

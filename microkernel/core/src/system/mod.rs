@@ -32,8 +32,12 @@ use crate::sched::Scheduler;
 pub use vm::{GuestEntry, GuestMode, VCPU_FXSAVE_OFFSET, Vcpu, Vm, VmExitAction, VmMapping};
 pub use world::WorldError;
 
-/// Most worlds that exist at once.
+/// Most worlds the manifest creates (each has a capability table).
 pub const MAX_WORLDS: usize = crate::cap::MAX_WORLDS;
+/// Most threads of control that exist at once: the manifest's worlds (ids below
+/// [`MAX_WORLDS`]) and the extra threads of worlds that have several (ids from
+/// [`MAX_WORLDS`] up; each shares its world's address space and capability table).
+pub const WORLD_SLOTS: usize = 4 * MAX_WORLDS;
 /// Most kernel objects that exist at once.
 pub const MAX_OBJECTS: usize = 128;
 /// Most `memory_map` mappings a world may hold.
@@ -317,6 +321,14 @@ pub struct World {
     /// The vCPU it runs while its `vcpu_run` is in progress: resuming the world enters
     /// the guest.
     pub guest: Option<GuestMode>,
+    /// The world whose address space and capability table it uses: itself, or for an
+    /// extra thread the world it is a thread of.
+    pub leader: WorldId,
+    /// Its thread index within its world (0 for the world's first thread).
+    pub thread: u8,
+    /// The FS base it runs with: the address of its IPC buffer in its address space (the
+    /// runtime finds its thread's buffer through `fs:`).
+    pub fs_base: u64,
 }
 
 impl World {
@@ -425,7 +437,7 @@ pub const MAX_CPUS: usize = 16;
 pub struct System {
     caps: CapSpace,
     objects: [Option<NamedObject>; MAX_OBJECTS],
-    worlds: [Option<World>; MAX_WORLDS],
+    worlds: [Option<World>; WORLD_SLOTS],
     sched: Scheduler,
     current: Option<WorldId>,
     /// The clock at the event being handled.
@@ -459,6 +471,9 @@ pub struct System {
     parked: [CpuState; MAX_CPUS],
     /// CPUs other than the deciding one that must re-decide (the kernel interrupts them).
     outgoing_kicks: u64,
+    /// Stopped worlds (bit per manifest world id) whose address space is not freed yet:
+    /// a thread of theirs was still on another CPU.
+    zombies: u64,
 }
 
 /// Bytes of console input the kernel keeps for its reader (more are dropped).
@@ -489,7 +504,7 @@ impl System {
         Self {
             caps: CapSpace::new(),
             objects: [const { None }; MAX_OBJECTS],
-            worlds: [const { None }; MAX_WORLDS],
+            worlds: [const { None }; WORLD_SLOTS],
             sched: Scheduler::new(),
             current: None,
             now: 0,
@@ -515,6 +530,7 @@ impl System {
                 rearm: false,
             }; MAX_CPUS],
             outgoing_kicks: 0,
+            zombies: 0,
         }
     }
 
@@ -559,6 +575,20 @@ impl System {
         self.timer_at = state.timer_at;
         self.rearm = state.rearm;
         self.cpu = cpu;
+    }
+
+    /// The world whose capability table and address space world `id` uses (itself unless
+    /// it is an extra thread).
+    #[inline]
+    pub(super) fn space(&self, id: WorldId) -> WorldId {
+        self.world(id).map_or(id, |w| w.leader)
+    }
+
+    /// Whether a stopped world's address space still waits to be freed (another CPU was
+    /// running one of its threads when it stopped). The kernel calls [`Self::reap`] after
+    /// it switched address spaces while this holds.
+    pub fn has_zombies(&self) -> bool {
+        self.zombies != 0
     }
 
     /// The CPU other than this one that runs world `id`, if any.
@@ -820,6 +850,7 @@ impl System {
     ) -> Next {
         if let Some(id) = self.current
             && let Some(world) = self.world(id)
+            && world.state != WorldState::Stopped
         {
             let (name, r) = (world.name.clone(), world.registers);
             kernel_line(
@@ -834,10 +865,13 @@ impl System {
         self.dispatch()
     }
 
-    /// Handles a system call from the running world (its registers are in its area).
+    /// Handles a system call from the running world (its registers are in its area). A
+    /// thread whose world stopped meanwhile (on another CPU) makes no more calls.
     pub fn on_syscall(&mut self, platform: &mut impl Platform) -> Next {
         self.now = platform.now_ns();
-        if let Some(id) = self.current {
+        if let Some(id) = self.current
+            && self.world(id).is_some_and(|w| w.state != WorldState::Stopped)
+        {
             self.syscall(platform, id);
         }
         self.dispatch()

@@ -84,19 +84,19 @@ impl System {
                 done([u64::from(new), 0, 0, 0, 0, 0])
             }
             Syscall::CapDelete => {
-                self.caps.delete(id, slot(a[0])?).map_err(Error::from)?;
+                self.caps.delete(self.space(id), slot(a[0])?).map_err(Error::from)?;
                 self.unmap_stale(platform);
                 self.unmap_stale_vm_memory(platform);
                 done([0; 6])
             }
             Syscall::CapRevoke => {
-                let count = self.caps.revoke(id, slot(a[0])?).map_err(Error::from)?;
+                let count = self.caps.revoke(self.space(id), slot(a[0])?).map_err(Error::from)?;
                 self.unmap_stale(platform);
                 self.unmap_stale_vm_memory(platform);
                 done([count as u64, 0, 0, 0, 0, 0])
             }
             Syscall::CapInfo => {
-                let cap = self.caps.lookup(id, slot(a[0])?).map_err(Error::from)?;
+                let cap = self.caps.lookup(self.space(id), slot(a[0])?).map_err(Error::from)?;
                 done([
                     cap.kind as u64,
                     u64::from(cap.rights.bits()),
@@ -161,6 +161,7 @@ impl System {
             Syscall::VmMap => self.sys_vm_map(platform, id, a),
             Syscall::VmUnmap => self.sys_vm_unmap(platform, id, a),
             Syscall::VcpuRun => self.sys_vcpu_run(platform, id, a),
+            Syscall::VcpuKick => self.sys_vcpu_kick(id, a),
             Syscall::ConsoleRead => {
                 self.capability_for(id, a[0], ObjectKind::Console, Rights::READ)?;
                 let mut bytes = [0u8; 256];
@@ -336,6 +337,8 @@ impl System {
         virt: u64,
         rights: u64,
     ) -> Outcome {
+        // Threads of one world share its address space, capabilities and mappings.
+        let id = self.space(id);
         let cap_slot = slot(slot_arg)?;
         let cap = self.caps.lookup(id, cap_slot).map_err(Error::from)?;
         let wanted = Rights::from_bits_truncate(rights as u32)
@@ -439,6 +442,7 @@ impl System {
         id: WorldId,
         slot_arg: u64,
     ) -> Outcome {
+        let id = self.space(id);
         let cap_slot = slot(slot_arg)?;
         let world = self.world(id).ok_or(Error::InvalidArgument)?;
         let index = world
@@ -471,7 +475,7 @@ impl System {
     /// Removes every mapping whose capability is gone (deleted or revoked): a revoked
     /// Memory capability stops working at once.
     fn unmap_stale(&mut self, platform: &mut impl Platform) {
-        for id in 0..super::MAX_WORLDS as WorldId {
+        for id in 0..super::WORLD_SLOTS as WorldId {
             while let Some(index) = self.stale_mapping(id) {
                 self.unmap_one(platform, id, index);
             }

@@ -281,6 +281,7 @@ fn boot(platform: &mut FakePlatform) -> System {
         memory_kib: 256,
         sched: SchedParams::default(),
         guest_facing: false,
+        threads: 1,
         caps,
     };
     let mut worlds = heapless::Vec::new();
@@ -1437,6 +1438,7 @@ fn a_world_whose_reservation_cannot_be_guaranteed_is_refused_by_name() {
                     ..SchedParams::default()
                 },
                 guest_facing: false,
+                threads: 1,
                 caps: caps.clone(),
             })
             .unwrap();
@@ -1509,6 +1511,7 @@ proptest! {
     }
 }
 
+mod threads;
 mod vm;
 
 #[test]

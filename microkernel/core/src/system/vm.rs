@@ -97,6 +97,9 @@ pub struct Vcpu {
     /// The monitor holds an exit message it has not answered yet (its next reply
     /// answers that exit; otherwise it answers a timeout).
     pub outstanding: bool,
+    /// `vcpu_kick` came while no `vcpu_run` was in progress: the next one returns
+    /// [`VCPU_TIMEOUT`] at once (after applying its reply).
+    pub kicked: bool,
 }
 
 /// Offset of the FXSAVE area in a vCPU's register page.
@@ -228,6 +231,7 @@ impl System {
             owner: None,
             exits: 0,
             outstanding: false,
+            kicked: false,
         }))
     }
 
@@ -266,6 +270,8 @@ impl System {
     ) -> Result<Option<[u64; 6]>, Error> {
         let (vm_id, _) = self.capability_for(id, a[0], ObjectKind::Vm, Rights::MAP)?;
         let slot = super::syscall::slot(a[1])?;
+        // The mapping lasts as long as the capability in the world's (shared) table.
+        let id = self.space(id);
         let cap = self.caps.lookup(id, slot).map_err(Error::from)?;
         let Some(Object::Memory { base, frames }) = self.object(cap.object).map(|o| &o.object)
         else {
@@ -478,9 +484,16 @@ impl System {
                 return Err(Error::InvalidArgument);
             }
         }
+        let mut kicked = false;
         if let Some(Object::Vcpu(vcpu)) = self.object_mut(vcpu_id) {
             vcpu.owner = Some(id);
             vcpu.outstanding = false;
+            kicked = core::mem::take(&mut vcpu.kicked);
+        }
+        if kicked {
+            // A sibling made something pending for this vCPU since the monitor last
+            // looked: it looks again before the guest runs.
+            return Ok(Some([0, VCPU_TIMEOUT, 0, 0, 0, 0]));
         }
         let until = (a[3] > 0).then(|| self.now.saturating_add(a[3]));
         if a[2] & VCPU_HALTED != 0 {
@@ -503,6 +516,47 @@ impl System {
         Ok(None)
     }
 
+    /// `vcpu_kick(vcpu)`: the vCPU's `vcpu_run` returns [`VCPU_TIMEOUT`] as soon as it
+    /// can — a sleeping (halted) monitor wakes, a guest running on another CPU is made to
+    /// exit, a guest waiting for a CPU leaves guest mode; with no `vcpu_run` in progress
+    /// the next one returns at once.
+    pub(super) fn sys_vcpu_kick(&mut self, id: WorldId, a: [u64; 6]) -> Result<Option<[u64; 6]>, Error> {
+        let (vcpu_id, _) = self.capability_for(id, a[0], ObjectKind::Vcpu, Rights::WRITE)?;
+        let Some(Object::Vcpu(vcpu)) = self.object(vcpu_id).map(|o| &o.object) else {
+            return Err(Error::InvalidCapability);
+        };
+        let owner = vcpu.owner;
+        let state = owner.and_then(|o| self.world(o)).map(|w| (w.state, w.guest));
+        match (owner, state) {
+            (Some(owner), Some((WorldState::Sleeping { .. }, _))) => {
+                if let Some(world) = self.world_mut(owner) {
+                    world
+                        .registers
+                        .set_result(Ok([0, VCPU_TIMEOUT, 0, 0, 0, 0]));
+                }
+                self.make_ready(owner);
+            }
+            (Some(owner), Some((_, Some(mode)))) if mode.vcpu == vcpu_id => {
+                match self.running_elsewhere(owner) {
+                    Some(cpu) => {
+                        // Only that CPU may end the run: its timeout is now, and it looks.
+                        if let Some(guest) = self.world_mut(owner).and_then(|w| w.guest.as_mut()) {
+                            guest.until = Some(0);
+                        }
+                        self.outgoing_kicks |= 1 << cpu;
+                    }
+                    None => self.end_guest_run(owner),
+                }
+            }
+            _ => {
+                if let Some(Object::Vcpu(vcpu)) = self.object_mut(vcpu_id) {
+                    vcpu.kicked = true;
+                }
+            }
+        }
+        Ok(Some([0; 6]))
+    }
+
     /// Makes sure the next dispatch looks at sleepers and guest timeouts by `at`.
     fn wake_at(&mut self, at: u64) {
         self.next_wake = Some(self.next_wake.map_or(at, |w| w.min(at)));
@@ -513,7 +567,7 @@ impl System {
     pub(super) fn wake_sleepers(&mut self) -> Option<u64> {
         let now = self.now;
         let mut earliest: Option<u64> = None;
-        for id in 0..super::MAX_WORLDS as WorldId {
+        for id in 0..super::WORLD_SLOTS as WorldId {
             let Some(world) = self.world_mut(id) else {
                 continue;
             };
@@ -601,6 +655,11 @@ impl System {
     /// the monitor's `vcpu_run` with the exit message.
     pub fn on_vmexit(&mut self, platform: &mut impl Platform, id: WorldId) -> VmExitAction {
         self.now = platform.now_ns();
+        if self.world(id).is_none_or(|w| w.state == WorldState::Stopped) {
+            // Its world stopped (on another CPU) while the guest ran: this CPU was asked
+            // to re-decide, and the interrupt that asked is pending.
+            return VmExitAction::HostInterrupt;
+        }
         let Some(mode) = self.world(id).and_then(|w| w.guest) else {
             return VmExitAction::Resume;
         };

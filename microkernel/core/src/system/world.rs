@@ -8,7 +8,7 @@
 
 use core::fmt;
 
-use esker_abi::{IPC_DATA_OFFSET, layout, start_info};
+use esker_abi::{IPC_ADDRESS_OFFSET, IPC_DATA_OFFSET, IPC_THREAD_OFFSET, layout, start_info};
 use heapless::{String, Vec};
 
 use super::{Object, Platform, Registers, STACK_PAGES, System, World, WorldState, ipc};
@@ -87,6 +87,25 @@ impl fmt::Display for WorldError {
                 "this CPU cannot run virtual machines (AMD SVM with nested paging is needed)",
             ),
         }
+    }
+}
+
+/// Each thread's share of its world's scheduling parameters: the world's shares,
+/// reservation and limit are for all its threads together (as ESX divides a VM's among its
+/// vCPUs). A reservation is rounded up, so the threads together hold at least the world's;
+/// a limit down, but never below a thread's reservation.
+pub(super) fn thread_params(world: crate::sched::Params, threads: u32) -> crate::sched::Params {
+    let threads = threads.max(1);
+    let reservation_mhz = world.reservation_mhz.div_ceil(threads);
+    crate::sched::Params {
+        shares: (world.shares / threads).max(1),
+        reservation_mhz,
+        limit_mhz: if world.limit_mhz == 0 {
+            0
+        } else {
+            (world.limit_mhz / threads).max(reservation_mhz).max(1)
+        },
+        affinity: world.affinity,
     }
 }
 
@@ -354,7 +373,8 @@ impl System {
         Ok(())
     }
 
-    /// Creates one world with id `id` and installs its capabilities.
+    /// Creates one world with id `id` and installs its capabilities; a world with
+    /// several threads gets the others too (ids from [`super::MAX_WORLDS`] up).
     fn create_world(
         &mut self,
         platform: &mut impl Platform,
@@ -366,37 +386,57 @@ impl System {
         if usize::from(id) >= super::MAX_WORLDS {
             return Err(WorldError::Limit("worlds"));
         }
+        let threads = usize::from(spec.threads).clamp(1, layout::MAX_THREADS);
         let image = ElfImage::parse(elf).map_err(WorldError::Elf)?;
         image
             .check_user_layout(
                 layout::PROGRAM_BASE,
-                layout::STACK_TOP - STACK_PAGES * PAGE_SIZE - PAGE_SIZE,
+                layout::thread_stack_top(threads as u64 - 1) - STACK_PAGES * PAGE_SIZE - PAGE_SIZE,
             )
             .map_err(WorldError::Elf)?;
         let mut name: String<32> = String::new();
         name.push_str(spec.name)
             .map_err(|_| WorldError::Limit("world name longer than 32 bytes"))?;
 
-        self.sched
-            .add(id, crate::sched::Params::from(spec.sched), self.now)
-            .map_err(WorldError::Admission)?;
-        let result = self.create_admitted_world(platform, id, spec, &image, name, object_ids);
+        // The world's first thread has its id; the others take free slots after the
+        // manifest's worlds.
+        let mut ids: Vec<WorldId, { layout::MAX_THREADS }> = Vec::new();
+        let _ = ids.push(id);
+        let mut free = (super::MAX_WORLDS..super::WORLD_SLOTS).filter(|&i| self.worlds[i].is_none());
+        while ids.len() < threads {
+            let slot = free.next().ok_or(WorldError::Limit("threads"))?;
+            let _ = ids.push(slot as WorldId);
+        }
+        let params = thread_params(crate::sched::Params::from(spec.sched), threads as u32);
+        for (added, &thread) in ids.iter().enumerate() {
+            if let Err(error) = self.sched.add(thread, params, self.now) {
+                for &undo in &ids[..added] {
+                    let _ = self.sched.remove(undo, self.now);
+                }
+                return Err(WorldError::Admission(error));
+            }
+        }
+        let result = self.create_admitted_world(platform, &ids, spec, &image, name, object_ids);
         if result.is_err() {
-            let _ = self.sched.remove(id, self.now);
+            for &thread in &ids {
+                let _ = self.sched.remove(thread, self.now);
+            }
         }
         result
     }
 
-    /// The rest of [`create_world`](Self::create_world), once the scheduler admitted it.
+    /// The rest of [`create_world`](Self::create_world), once the scheduler admitted its
+    /// threads (`ids`, the first is the world's own id).
     fn create_admitted_world(
         &mut self,
         platform: &mut impl Platform,
-        id: WorldId,
+        ids: &[WorldId],
         spec: &WorldSpec<'_>,
         image: &ElfImage<'_>,
         name: String<32>,
         object_ids: &[u32],
     ) -> Result<(), WorldError> {
+        let id = ids[0];
         let budget = u64::from(spec.memory_kib) / 4;
         let mut charge = Charge {
             platform,
@@ -404,10 +444,10 @@ impl System {
             used: 0,
         };
         let root = charge.frame()?;
-        let built = Self::build_address_space(&mut charge, root, image);
+        let built = Self::build_address_space(&mut charge, root, image, ids.len());
         let frames = charge.used;
         let platform = charge.platform;
-        let (table, ipc_buffer) = match built {
+        let (table, ipc_buffers) = match built {
             Ok(done) => done,
             Err(e) => {
                 free_user_half(platform, root);
@@ -436,7 +476,8 @@ impl System {
                 .map_err(WorldError::Capability)?;
         }
 
-        // Start info into the IPC buffer's data.
+        // Start info into the first thread's IPC buffer's data (the others find it in
+        // the runtime's copy).
         let mut record = [0u8; 1024];
         let length = start_info::encode(
             spec.name,
@@ -445,43 +486,71 @@ impl System {
         )
         .map_err(|_| WorldError::Limit("start-info record longer than 1 KiB"))?;
         platform.write_phys(
-            PhysAddr::new(ipc_buffer.start().as_u64() + IPC_DATA_OFFSET as u64),
+            PhysAddr::new(ipc_buffers[0].start().as_u64() + IPC_DATA_OFFSET as u64),
             &record[..length],
         );
 
-        let registers = Registers {
-            rip: image.entry(),
-            rsp: layout::STACK_TOP,
-            rdi: length as u64,
-            cs: super::USER_CODE_SELECTOR,
-            ss: super::USER_DATA_SELECTOR,
-            rflags: super::USER_RFLAGS,
-            ..Registers::default()
-        };
         let source = (id + 1) as SourceId;
         platform.log_packet(Kind::Announce, source, spec.name.as_bytes());
-        self.worlds[usize::from(id)] = Some(World {
-            name,
-            source,
-            state: WorldState::Ready,
-            registers,
-            table,
-            ipc_buffer,
-            reply_to: None,
-            mappings: Vec::new(),
-            log_budget: super::LogBudget::full(self.now),
-            frames,
-            guest: None,
-        });
-        self.make_ready(id);
+        for (index, (&thread, &ipc_buffer)) in ids.iter().zip(&ipc_buffers).enumerate() {
+            let fs_base = layout::thread_ipc_buffer(index as u64);
+            let header = ipc_buffer.start().as_u64();
+            platform.write_phys(
+                PhysAddr::new(header + IPC_THREAD_OFFSET as u64),
+                &(index as u32).to_le_bytes(),
+            );
+            platform.write_phys(
+                PhysAddr::new(header + IPC_ADDRESS_OFFSET as u64),
+                &fs_base.to_le_bytes(),
+            );
+            let registers = Registers {
+                rip: image.entry(),
+                rsp: layout::thread_stack_top(index as u64),
+                rdi: if index == 0 { length as u64 } else { 0 },
+                cs: super::USER_CODE_SELECTOR,
+                ss: super::USER_DATA_SELECTOR,
+                rflags: super::USER_RFLAGS,
+                ..Registers::default()
+            };
+            let mut thread_name = name.clone();
+            if index > 0 {
+                let mut suffix: String<8> = String::new();
+                let _ = core::fmt::write(&mut suffix, format_args!("#{index}"));
+                while thread_name.len() + suffix.len() > 32 {
+                    thread_name.pop();
+                }
+                let _ = thread_name.push_str(&suffix);
+            }
+            self.worlds[usize::from(thread)] = Some(World {
+                name: thread_name,
+                source,
+                state: WorldState::Ready,
+                registers,
+                table: PageTable::from_root(table.root()),
+                ipc_buffer,
+                reply_to: None,
+                mappings: Vec::new(),
+                log_budget: super::LogBudget::full(self.now),
+                frames: if index == 0 { frames } else { 0 },
+                guest: None,
+                leader: id,
+                thread: index as u8,
+                fs_base,
+            });
+            self.make_ready(thread);
+        }
         Ok(())
     }
 
+    /// Builds a world's address space: its program, and for each of its `threads` a
+    /// stack and an IPC buffer (see `esker_abi::layout`). Returns the table and the IPC
+    /// buffers' first frames, by thread.
     fn build_address_space<P: Platform>(
         charge: &mut Charge<'_, P>,
         root: PhysFrame,
         image: &ElfImage<'_>,
-    ) -> Result<(PageTable, PhysFrame), WorldError> {
+        threads: usize,
+    ) -> Result<(PageTable, Vec<PhysFrame, { layout::MAX_THREADS }>), WorldError> {
         let kernel = charge.platform.kernel_table();
         let mut table: PageTable = PageTable::from_root(root);
         {
@@ -518,19 +587,32 @@ impl System {
                 page = page_end;
             }
         }
-        // Stack (the page below it stays unmapped as a guard).
-        for i in 1..=STACK_PAGES {
-            let frame = charge.frame()?;
-            map_page(
-                charge,
-                &mut table,
-                layout::STACK_TOP - i * PAGE_SIZE,
-                frame,
-                user(true, false),
-            )?;
+        let mut buffers = Vec::new();
+        for thread in 0..threads.min(layout::MAX_THREADS) as u64 {
+            // Stack (the page below it stays unmapped as a guard).
+            for i in 1..=STACK_PAGES {
+                let frame = charge.frame()?;
+                map_page(
+                    charge,
+                    &mut table,
+                    layout::thread_stack_top(thread) - i * PAGE_SIZE,
+                    frame,
+                    user(true, false),
+                )?;
+            }
+            let buffer = Self::map_ipc_buffer(charge, &mut table, layout::thread_ipc_buffer(thread))?;
+            let _ = buffers.push(buffer);
         }
-        // IPC buffer: two contiguous frames (the kernel copies messages through the direct
-        // map, across the page boundary).
+        Ok((table, buffers))
+    }
+
+    /// Maps an IPC buffer at `virt`: two contiguous frames (the kernel copies messages
+    /// through the direct map, across the page boundary). Returns the first.
+    fn map_ipc_buffer<P: Platform>(
+        charge: &mut Charge<'_, P>,
+        table: &mut PageTable,
+        virt: u64,
+    ) -> Result<PhysFrame, WorldError> {
         if charge.used + 2 > charge.budget {
             return Err(WorldError::OverBudget {
                 budget_kib: charge.budget * 4,
@@ -543,32 +625,51 @@ impl System {
             .ok_or(WorldError::OutOfMemory)?;
         charge.used += 2;
         let second = PhysFrame::from_number(ipc_buffer.number() + 1);
-        if let Err(e) = charge.map(
-            &mut table,
-            layout::IPC_BUFFER,
-            ipc_buffer,
-            user(true, false),
-        ) {
+        if let Err(e) = charge.map(table, virt, ipc_buffer, user(true, false)) {
             charge.platform.free_frame(second);
             return Err(e);
         }
-        charge.map(
-            &mut table,
-            layout::IPC_BUFFER + PAGE_SIZE,
-            second,
-            user(true, false),
-        )?;
-        Ok((table, ipc_buffer))
+        charge.map(table, virt + PAGE_SIZE, second, user(true, false))?;
+        Ok(ipc_buffer)
     }
 
-    /// Stops a world for good: it leaves every queue, its callers get `PeerStopped`, its
-    /// capabilities are deleted (copies it handed out survive) and its frames are freed.
+    /// Stops a world for good — all its threads, whichever of them `id` is: they leave
+    /// every queue, their callers get `PeerStopped`, the world's capabilities are deleted
+    /// (copies it handed out survive) and its frames are freed. A thread running on
+    /// another CPU is made to leave it; the address space is freed once none runs it
+    /// (see [`Self::reap`]).
     pub(super) fn stop_world(&mut self, platform: &mut impl Platform, id: WorldId) {
-        let Some(world) = self.world_mut(id) else {
+        let leader = self.space(id);
+        if self
+            .world(leader)
+            .is_none_or(|w| w.state == WorldState::Stopped)
+        {
             return;
+        }
+        let mut elsewhere = false;
+        for thread in 0..super::WORLD_SLOTS as WorldId {
+            if self.world(thread).is_some_and(|w| w.leader == leader) {
+                elsewhere |= self.stop_thread(thread);
+            }
+        }
+        self.caps.clear_world(leader);
+        self.fail_orphaned_endpoints(leader);
+        if elsewhere {
+            self.zombies |= 1 << leader;
+        } else {
+            self.free_address_space(platform, leader);
+        }
+    }
+
+    /// Stops one thread: it leaves the scheduler and every queue, and whoever waits for
+    /// its reply learns that it stopped. Returns whether it is running on another CPU
+    /// (which is asked to re-decide).
+    fn stop_thread(&mut self, id: WorldId) -> bool {
+        let Some(world) = self.world_mut(id) else {
+            return false;
         };
         world.state = WorldState::Stopped;
-        let mappings = core::mem::take(&mut world.mappings);
+        world.guest = None;
         if self.current == Some(id) {
             self.current = None;
         }
@@ -583,8 +684,8 @@ impl System {
                 notification.waiter = None;
             }
         }
-        // Whoever waits for this world's reply learns that it stopped.
-        let waiting: Vec<WorldId, { super::MAX_WORLDS }> = self
+        // Whoever waits for this thread's reply learns that it stopped.
+        let waiting: Vec<WorldId, { super::WORLD_SLOTS }> = self
             .worlds
             .iter()
             .enumerate()
@@ -603,14 +704,24 @@ impl System {
             }
             self.make_ready(caller);
         }
-        self.caps.clear_world(id);
-        self.fail_orphaned_endpoints(id);
-        let Some(world) = self.world_mut(id) else {
+        match self.running_elsewhere(id) {
+            Some(cpu) => {
+                self.outgoing_kicks |= 1 << cpu;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Frees a stopped world's address space: shared regions are unmapped first (their
+    /// frames belong to Memory objects), then every frame reachable from its table.
+    fn free_address_space(&mut self, platform: &mut impl Platform, leader: WorldId) {
+        let Some(world) = self.world_mut(leader) else {
             return;
         };
+        let mappings = core::mem::take(&mut world.mappings);
         let root = world.table.root();
         world.frames = 0;
-        // Unmap shared regions first: their frames belong to Memory objects, not the world.
         let mut table: PageTable = PageTable::from_root(root);
         {
             let mem = platform.memory();
@@ -621,6 +732,24 @@ impl System {
             }
         }
         free_user_half(platform, root);
+    }
+
+    /// Frees the address spaces of stopped worlds that no CPU runs any more. The kernel
+    /// calls it (while [`Self::has_zombies`]) after this CPU loaded its next address space.
+    pub fn reap(&mut self, platform: &mut impl Platform) {
+        for leader in 0..super::MAX_WORLDS as WorldId {
+            if self.zombies & (1 << leader) == 0 {
+                continue;
+            }
+            let busy = (0..super::WORLD_SLOTS as WorldId).any(|thread| {
+                self.world(thread).is_some_and(|w| w.leader == leader)
+                    && (self.current == Some(thread) || self.running_elsewhere(thread).is_some())
+            });
+            if !busy {
+                self.zombies &= !(1 << leader);
+                self.free_address_space(platform, leader);
+            }
+        }
     }
 }
 

@@ -56,6 +56,7 @@ fn boot_vm(platform: &mut FakePlatform) -> System {
         memory_kib: 256,
         sched: SchedParams::default(),
         guest_facing: true,
+        threads: 1,
         caps,
     };
     let mut worlds = heapless::Vec::new();
@@ -463,6 +464,7 @@ fn without_svm_no_vm_is_created_and_its_monitor_is_not_either() {
             memory_kib: 256,
             sched: SchedParams::default(),
             guest_facing: true,
+            threads: 1,
             caps,
         })
         .unwrap();
