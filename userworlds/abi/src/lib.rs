@@ -92,11 +92,15 @@ pub enum Syscall {
     /// `sched_set(world, shares, reservation_mhz, limit_mhz, affinity)`: changes a world's
     /// scheduling parameters through a World capability with [`Rights::WRITE`], after the
     /// same admission checks as at boot ([`Error::NotAdmitted`] if they fail; the kernel
-    /// log names the shortfall).
+    /// log names the shortfall). A world with several threads (a VM's monitor: one per
+    /// vCPU) has them divided among its threads (shares and limit split, the reservation
+    /// split rounding up).
     SchedSet = 21,
-    /// `sched_stats(world) -> (used_ns, ready_ns, limited_ns, costop_ns, waited_ns,
-    /// dispatches)`: a world's CPU accounting, through a World capability with
+    /// `sched_stats(world, thread) -> (used_ns, ready_ns, limited_ns, costop_ns,
+    /// waited_ns, dispatches)`: the CPU accounting of one thread of a world (0: its first;
+    /// a VM monitor's thread `n` runs vCPU `n`), through a World capability with
     /// [`Rights::READ`] (esxtop's %USED, %RDY, %MLMTD, %CSTP, %WAIT).
+    /// [`Error::InvalidArgument`] for a thread the world does not have.
     SchedStats = 22,
     /// `vm_map(vm, memory, gpa, rights) -> size`: maps a whole Memory region into a VM's
     /// guest-physical space at `gpa` (page-aligned) through the VM's nested page table.

@@ -399,7 +399,16 @@ pub fn sched_set(
 
 /// `sched_stats`: the CPU accounting of the world behind a World capability (read right).
 pub fn sched_stats(world: CapSlot) -> Result<SchedStats, Error> {
-    let out = plain(Syscall::SchedStats, [u64::from(world), 0, 0, 0, 0, 0])?;
+    thread_sched_stats(world, 0)
+}
+
+/// `sched_stats(world, thread)`: the accounting of one thread of a world (a VM monitor's
+/// thread `n` runs vCPU `n`).
+pub fn thread_sched_stats(world: CapSlot, thread: u8) -> Result<SchedStats, Error> {
+    let out = plain(
+        Syscall::SchedStats,
+        [u64::from(world), u64::from(thread), 0, 0, 0, 0],
+    )?;
     Ok(SchedStats {
         used_ns: out[0],
         ready_ns: out[1],

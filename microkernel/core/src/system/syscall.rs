@@ -177,7 +177,9 @@ impl System {
                 done([count as u64, 0, 0, 0, 0, 0])
             }
             Syscall::SchedStats => {
-                let target = self.world_capability(id, a[0], Rights::READ)?;
+                let world = self.world_capability(id, a[0], Rights::READ)?;
+                let index = u8::try_from(a[1]).map_err(|_| Error::InvalidArgument)?;
+                let target = self.thread_of(world, index).ok_or(Error::InvalidArgument)?;
                 let stats = self
                     .sched
                     .stats(target, self.now)
@@ -224,7 +226,20 @@ impl System {
         }
     }
 
-    /// `sched_set(world, shares, reservation_mhz, limit_mhz, affinity)`.
+    /// Thread `index` of world `leader` (0: the world itself).
+    fn thread_of(&self, leader: WorldId, index: u8) -> Option<WorldId> {
+        if index == 0 {
+            return Some(leader);
+        }
+        (super::MAX_WORLDS as WorldId..super::WORLD_SLOTS as WorldId).find(|&t| {
+            self.world(t)
+                .is_some_and(|w| w.leader == leader && w.thread == index)
+        })
+    }
+
+    /// `sched_set(world, shares, reservation_mhz, limit_mhz, affinity)`: the parameters
+    /// are the world's, divided among its threads as at creation; all of them change or
+    /// none does.
     fn sys_sched_set(&mut self, platform: &mut impl Platform, id: WorldId, a: [u64; 6]) -> Outcome {
         let target = self.world_capability(id, a[0], Rights::WRITE)?;
         let number = |v: u64| u32::try_from(v).map_err(|_| Error::InvalidArgument);
@@ -234,7 +249,27 @@ impl System {
             limit_mhz: number(a[3])?,
             affinity: a[4],
         };
-        if let Err(refusal) = self.sched.update(target, params, self.now) {
+        let mut threads: heapless::Vec<(WorldId, crate::sched::Params), { layout::MAX_THREADS }> =
+            heapless::Vec::new();
+        for index in 0..layout::MAX_THREADS as u8 {
+            if let Some(thread) = self.thread_of(target, index)
+                && let Some(old) = self.sched.params(thread)
+            {
+                let _ = threads.push((thread, old));
+            }
+        }
+        let each = super::world::thread_params(params, threads.len() as u32);
+        let mut refused = None;
+        for (done, &(thread, _)) in threads.iter().enumerate() {
+            if let Err(refusal) = self.sched.update(thread, each, self.now) {
+                for &(undo, old) in &threads[..done] {
+                    let _ = self.sched.update(undo, old, self.now);
+                }
+                refused = Some(refusal);
+                break;
+            }
+        }
+        if let Some(refusal) = refused {
             let (caller, name) = (
                 self.world(id).map(|w| w.name.clone()).unwrap_or_default(),
                 self.world(target)

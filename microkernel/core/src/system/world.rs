@@ -95,10 +95,17 @@ impl fmt::Display for WorldError {
 /// vCPUs). A reservation is rounded up, so the threads together hold at least the world's;
 /// a limit down, but never below a thread's reservation.
 pub(super) fn thread_params(world: crate::sched::Params, threads: u32) -> crate::sched::Params {
-    let threads = threads.max(1);
+    if threads <= 1 {
+        return world;
+    }
     let reservation_mhz = world.reservation_mhz.div_ceil(threads);
     crate::sched::Params {
-        shares: (world.shares / threads).max(1),
+        // Zero shares stay zero: the scheduler refuses them.
+        shares: if world.shares == 0 {
+            0
+        } else {
+            (world.shares / threads).max(1)
+        },
         reservation_mhz,
         limit_mhz: if world.limit_mhz == 0 {
             0

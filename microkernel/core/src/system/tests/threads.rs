@@ -17,6 +17,12 @@ const VCPU1: u64 = 4;
 
 /// A two-vCPU VM whose monitor (2000 shares) has two threads.
 fn boot_smp_vm(platform: &mut FakePlatform) -> System {
+    boot_with(platform, false)
+}
+
+/// [`boot_smp_vm`], with a third world (`TUNER`, id 1) holding a World capability on the
+/// monitor (slot 1, read and write) when `tuner`.
+fn boot_with(platform: &mut FakePlatform, tuner: bool) -> System {
     let elf: &'static [u8] = Box::leak(tiny_elf().into_boxed_slice());
     let mut objects = heapless::Vec::new();
     for o in [
@@ -36,6 +42,10 @@ fn boot_smp_vm(platform: &mut FakePlatform) -> System {
         },
     ] {
         objects.push(o).unwrap();
+    }
+    if tuner {
+        objects.push(ObjectSpec::World { name: "monitor" }).unwrap();
+        objects.push(ObjectSpec::Log { world: "tuner" }).unwrap();
     }
     let mut caps = heapless::Vec::new();
     let all_memory = Rights::READ | Rights::WRITE | Rights::EXECUTE | Rights::MAP;
@@ -70,7 +80,79 @@ fn boot_smp_vm(platform: &mut FakePlatform) -> System {
             caps,
         })
         .unwrap();
+    if tuner {
+        let mut caps = heapless::Vec::new();
+        for (slot, name, object, rights) in [
+            (0, "log", 6, Rights::LOG),
+            (1, "world:monitor", 5, Rights::READ | Rights::WRITE),
+        ] {
+            caps.push(CapSpec {
+                slot,
+                name,
+                object,
+                rights,
+                badge: 0,
+            })
+            .unwrap();
+        }
+        worlds
+            .push(WorldSpec {
+                name: "tuner",
+                binary: "prog",
+                memory_kib: 256,
+                sched: SchedParams::default(),
+                guest_facing: false,
+                threads: 1,
+                caps,
+            })
+            .unwrap();
+    }
     system_of(platform, elf, objects, worlds)
+}
+
+const TUNER: WorldId = 1;
+
+#[test]
+fn each_thread_is_accounted_and_a_change_of_parameters_divides_among_them() {
+    let mut platform = FakePlatform::new();
+    let mut system = boot_with(&mut platform, true);
+    let mut frame = Registers::default();
+    // vCPU 1's thread runs a while: its own accounting shows it, the first thread's not.
+    run_as(&mut system, &mut frame, SECOND);
+    platform.clock.set(platform.clock.get() + 3_000_000);
+    system.now = platform.clock.get();
+    run_as(&mut system, &mut frame, TUNER);
+    let stats = |system: &mut System, platform: &mut FakePlatform, frame: &mut Registers, thread| {
+        syscall(
+            system,
+            platform,
+            frame,
+            Syscall::SchedStats,
+            [1, thread, 0, 0, 0, 0],
+        );
+        result_of(system, TUNER)
+    };
+    let second = stats(&mut system, &mut platform, &mut frame, 1).unwrap();
+    let first = stats(&mut system, &mut platform, &mut frame, 0).unwrap();
+    assert!(second[0] >= 3_000_000, "thread 1 used {} ns", second[0]);
+    assert!(first[0] < 3_000_000, "thread 0 used {} ns", first[0]);
+    assert_eq!(
+        stats(&mut system, &mut platform, &mut frame, 2),
+        Err(Error::InvalidArgument),
+        "the monitor has no third thread"
+    );
+    // New parameters for the world: each thread gets half.
+    syscall(
+        &mut system,
+        &mut platform,
+        &mut frame,
+        Syscall::SchedSet,
+        [1, 3000, 0, 0, 0, 0],
+    );
+    assert_eq!(result_of(&system, TUNER), Ok([0; 6]));
+    for thread in [MONITOR, SECOND] {
+        assert_eq!(system.sched.params(thread).unwrap().shares, 1500);
+    }
 }
 
 /// Puts `reply` in world `id`'s IPC buffer; returns its length.

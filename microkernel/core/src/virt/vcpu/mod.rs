@@ -486,6 +486,35 @@ impl GuestRegisters {
         state
     }
 
+    /// What a CPU looks like when a start-up IPI with `vector` wakes it after INIT: real
+    /// mode at `vector` × 4096 (CS = `vector` × 256, IP 0), every data segment at 0 with a
+    /// 64 KiB limit, interrupts off — where an SMP guest's application processors begin.
+    pub const fn real_mode_startup(vector: u8) -> Self {
+        /// Present, code/data, accessed; readable code or writable data.
+        const REAL_CODE: SegmentAttributes = SegmentAttributes(0x9b);
+        const REAL_DATA: SegmentAttributes = SegmentAttributes(0x93);
+        let data = Segment {
+            selector: 0,
+            attributes: REAL_DATA,
+            limit: 0xffff,
+            base: 0,
+        };
+        let mut state = Self::base();
+        state.cr0 = cr0::ET;
+        state.cs = Segment {
+            selector: (vector as u16) << 8,
+            attributes: REAL_CODE,
+            limit: 0xffff,
+            base: (vector as u64) << 12,
+        };
+        state.ds = data;
+        state.es = data;
+        state.fs = data;
+        state.gs = data;
+        state.ss = data;
+        state
+    }
+
     /// Whether the guest runs 64-bit code (EFER.LMA and CS.L).
     pub const fn in_64bit_mode(&self) -> bool {
         self.efer & efer::LMA != 0 && self.cs.attributes.long()
