@@ -174,3 +174,23 @@ fn debians_linux_boots_to_user_space_and_runs_commands() -> Result<(), Failure> 
     machine.expect("typed-42-back", LINUX_TIMEOUT)?;
     Ok(())
 }
+
+#[test]
+fn debians_linux_boots_on_two_vcpus_and_sees_both() -> Result<(), Failure> {
+    let image = test_image_dir("vm-linux-smp")?;
+    // Two host CPUs, so the two vCPU threads can run at once.
+    let mut machine = Machine::pvh_smp(&image, 2)?;
+    machine.expect(
+        "vmx: vm linuxsmp powered on: 256 MiB, 2 vCPUs; Linux ",
+        GUEST_TIMEOUT,
+    )?;
+    // The MADT lists both; the second starts through INIT and start-up IPIs (real mode,
+    // then long mode) and answers the boot CPU's IPIs.
+    machine.expect("smpboot: Allowing 2 CPUs", LINUX_TIMEOUT)?;
+    machine.expect("smpboot: Total of 2 processors activated", LINUX_TIMEOUT)?;
+    machine.expect("esker-guest: userspace up", LINUX_TIMEOUT)?;
+    machine.expect("esker-guest: cpus 2", LINUX_TIMEOUT)?;
+    machine.expect("esker-guest: powering off", LINUX_TIMEOUT)?;
+    machine.expect("vmx: vm linuxsmp powered off", LINUX_TIMEOUT)?;
+    Ok(())
+}

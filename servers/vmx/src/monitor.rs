@@ -17,6 +17,7 @@ use esker_kernel_core::virt::vcpu::{
 };
 
 use crate::decode;
+use crate::devices::lapic::{self, LocalApic};
 use crate::devices::{IoEffect, PcDevices};
 use crate::memory::GuestMemory;
 
@@ -139,16 +140,28 @@ impl ExitCounts {
     }
 }
 
-/// One VM's monitor state.
+/// One VM's monitor state: the devices all its vCPUs share, one local APIC per vCPU.
+/// Every method that concerns one vCPU takes its index (`vcpu`); the PC devices'
+/// interrupts (the 8259 pair) go to vCPU 0, as through its LINT0 in virtual-wire mode.
 pub struct Monitor<M: GuestMemory + ?Sized> {
     /// The VM's name.
     pub name: String,
     devices: PcDevices,
+    apics: Vec<LocalApic>,
+    /// vCPUs (bit per index) whose monitor thread must look at their interrupts now (an
+    /// IPI or a device interrupt for a vCPU other than the one whose exit was handled).
+    kicks: u64,
+    /// The guest's TSC rate (kHz) and its value at monitor time 0: the TSC-deadline
+    /// timer converts between the two clocks.
+    tsc_khz: u64,
+    tsc_at_zero: u64,
     cpuid: HostCpuid,
     msrs: BTreeMap<u32, u64>,
     console: Vec<u8>,
     /// The guest wrote to a console port since the console was last read.
     console_written: bool,
+    /// When the guest last wrote a console port (monitor clock, ns).
+    console_written_at: u64,
     /// Exits by reason.
     pub exits: ExitCounts,
     /// MSR accesses refused with #GP.
@@ -164,17 +177,94 @@ fn can_take_interrupt(registers: &GuestRegisters, shadow: bool) -> bool {
 impl<M: GuestMemory + ?Sized> Monitor<M> {
     /// A monitor for VM `name` with `ram_bytes` of RAM; `unix_time_s` sets the RTC.
     pub fn new(name: &str, ram_bytes: u64, unix_time_s: u64, cpuid: HostCpuid) -> Self {
+        Self::with_vcpus(name, ram_bytes, unix_time_s, cpuid, 1)
+    }
+
+    /// A monitor for a VM with `vcpus` vCPUs (1 and up; APIC ids are the indices).
+    pub fn with_vcpus(
+        name: &str,
+        ram_bytes: u64,
+        unix_time_s: u64,
+        cpuid: HostCpuid,
+        vcpus: usize,
+    ) -> Self {
         Self {
             name: name.into(),
             devices: PcDevices::new(ram_bytes, unix_time_s, ECAM_BASE),
+            apics: LocalApic::for_vm(vcpus.clamp(1, lapic::MAX_APICS)),
+            kicks: 0,
+            tsc_khz: 1_000_000,
+            tsc_at_zero: 0,
             cpuid,
             msrs: BTreeMap::new(),
             console: Vec::new(),
             console_written: false,
+            console_written_at: 0,
             exits: ExitCounts::default(),
             unknown_msrs: 0,
             _memory: core::marker::PhantomData,
         }
+    }
+
+    /// Tells the monitor how the guest's TSC relates to its clock: `tsc_khz`, and the TSC
+    /// reading at monitor time 0 (for the TSC-deadline timer).
+    pub fn set_tsc(&mut self, tsc_khz: u64, tsc_at_zero: u64) {
+        self.tsc_khz = tsc_khz.max(1);
+        self.tsc_at_zero = tsc_at_zero;
+    }
+
+    /// The guest's vCPUs.
+    pub fn vcpus(&self) -> usize {
+        self.apics.len()
+    }
+
+    /// vCPUs whose threads must look at their interrupts now (cleared).
+    pub fn take_kicks(&mut self) -> u64 {
+        core::mem::take(&mut self.kicks)
+    }
+
+    /// The guest's TSC at monitor time `now_ns`.
+    fn tsc_at(&self, now_ns: u64) -> u64 {
+        self.tsc_at_zero
+            .wrapping_add((u128::from(now_ns) * u128::from(self.tsc_khz) / 1_000_000) as u64)
+    }
+
+    /// Whether an interrupt waits for `vcpu` (its local APIC's, or for vCPU 0 the PIC's).
+    fn interrupt_pending(&mut self, vcpu: usize, now_ns: u64) -> bool {
+        let apic = self
+            .apics
+            .get_mut(vcpu)
+            .is_some_and(|apic| apic.pending_vector(now_ns).is_some());
+        apic || (vcpu == 0 && self.devices.pending_vector(now_ns).is_some())
+    }
+
+    /// Takes the interrupt `vcpu` accepts next: its local APIC's first (their vectors
+    /// are above the PIC's in Linux's layout), then for vCPU 0 the PIC's.
+    fn acknowledge(&mut self, vcpu: usize, now_ns: u64) -> Option<u8> {
+        if let Some(vector) = self
+            .apics
+            .get_mut(vcpu)
+            .and_then(|apic| apic.acknowledge(now_ns))
+        {
+            return Some(vector);
+        }
+        if vcpu == 0 {
+            self.devices.acknowledge()
+        } else {
+            None
+        }
+    }
+
+    /// A start-up IPI reached `vcpu` (waiting since INIT): the registers it starts with.
+    pub fn take_startup(&mut self, vcpu: usize) -> Option<ExitReply> {
+        let vector = self.apics.get_mut(vcpu)?.take_startup()?;
+        Some(ExitReply {
+            registers: Some(GuestRegisters::real_mode_startup(vector)),
+            gprs: None,
+            advance_rip: 0,
+            inject: None,
+            interrupt_window: false,
+        })
     }
 
     /// Bytes the guest sent to its UART (or port 0xe9) since the last call, as complete
@@ -197,6 +287,13 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
         lines
     }
 
+    /// How long the guest's console has been quiet at `now_ns`: with several vCPUs one
+    /// may halt while another is in the middle of a line, so a partial line (a prompt) is
+    /// flushed only once the console has been quiet a while.
+    pub fn console_quiet_ns(&self, now_ns: u64) -> u64 {
+        now_ns.saturating_sub(self.console_written_at)
+    }
+
     /// Bytes typed at the guest's console.
     pub fn console_input(&mut self, bytes: &[u8]) {
         self.devices.uart_input(bytes);
@@ -205,13 +302,34 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
     /// When the next device event is due (monitor clock, ns), for a timeout while the
     /// guest runs.
     pub fn next_event_ns(&self, now_ns: u64) -> Option<u64> {
-        self.devices.next_event_ns(now_ns)
+        self.next_event_for(0, now_ns)
+    }
+
+    /// When the next event for `vcpu` is due: its local APIC's timer, and for vCPU 0 the
+    /// PC devices'.
+    pub fn next_event_for(&self, vcpu: usize, now_ns: u64) -> Option<u64> {
+        let apic = self
+            .apics
+            .get(vcpu)
+            .and_then(|apic| apic.next_event_ns(now_ns));
+        let devices = (vcpu == 0)
+            .then(|| self.devices.next_event_ns(now_ns))
+            .flatten();
+        match (apic, devices) {
+            (Some(a), Some(d)) => Some(a.min(d)),
+            (a, d) => a.or(d),
+        }
     }
 
     /// The reply after a `vcpu_run` timeout or a halt ended, when the guest's state is
     /// not known: ask to exit as soon as it can take an interrupt, if one is pending.
     pub fn wake(&mut self, now_ns: u64, halted: bool) -> ExitReply {
-        let pending = self.devices.pending_vector(now_ns).is_some();
+        self.wake_vcpu(0, now_ns, halted)
+    }
+
+    /// [`Self::wake`] for `vcpu`.
+    pub fn wake_vcpu(&mut self, vcpu: usize, now_ns: u64, halted: bool) -> ExitReply {
+        let pending = self.interrupt_pending(vcpu, now_ns);
         let mut reply = ExitReply {
             registers: None,
             gprs: None,
@@ -223,7 +341,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
         // interrupt can go in at once.
         if halted
             && pending
-            && let Some(vector) = self.devices.acknowledge()
+            && let Some(vector) = self.acknowledge(vcpu, now_ns)
         {
             reply.inject = Some(Event::ExternalInterrupt { vector });
             reply.interrupt_window = false;
@@ -231,8 +349,20 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
         reply
     }
 
-    /// Handles one exit.
+    /// Handles one exit of vCPU 0.
     pub fn handle(&mut self, memory: &mut M, message: &ExitMessage, now_ns: u64) -> Step {
+        self.handle_vcpu(0, memory, message, now_ns)
+    }
+
+    /// Handles one exit of `vcpu`.
+    pub fn handle_vcpu(
+        &mut self,
+        vcpu: usize,
+        memory: &mut M,
+        message: &ExitMessage,
+        now_ns: u64,
+    ) -> Step {
+        let vcpu = vcpu.min(self.apics.len() - 1);
         let mut registers = message.registers;
         let mut reply = ExitReply::resume(message);
         let mut changed = false;
@@ -276,6 +406,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                 if write {
                     if matches!(port, 0x3f8..=0x3ff | 0xe9) {
                         self.console_written = true;
+                        self.console_written_at = now_ns;
                     }
                     match self.devices.io_write(port, size, value, now_ns) {
                         IoEffect::None => {}
@@ -293,7 +424,8 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             Exit::Cpuid { leaf, subleaf } => {
                 self.exits.count(Reason::Cpuid);
                 skip!();
-                let [a, b, c, d] = cpuid_policy(self.cpuid, leaf, subleaf);
+                let [a, b, c, d] =
+                    cpuid_for_vcpu(self.cpuid, leaf, subleaf, vcpu, self.apics.len());
                 registers.gpr.rax = u64::from(a);
                 registers.gpr.rbx = u64::from(b);
                 registers.gpr.rcx = u64::from(c);
@@ -306,7 +438,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                 value,
             } => {
                 self.exits.count(Reason::Msr);
-                match self.msr(&mut registers, write, index, value) {
+                match self.msr(vcpu, &mut registers, write, index, value, now_ns) {
                     Ok(()) => {
                         skip!();
                         changed = true;
@@ -329,18 +461,25 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                         "nested page fault on guest RAM at {gpa:#x} (the VM's memory is not mapped as it should be)"
                     )));
                 }
+                let apic_offset = gpa
+                    .checked_sub(lapic::BASE)
+                    .filter(|offset| *offset < lapic::SIZE);
                 match decode::decode_mmio(memory, &message.registers, gpa) {
                     Ok((access, length)) => {
                         reply.advance_rip = length;
                         match access {
-                            decode::MmioAccess::Write { size, value } => {
-                                self.devices.mmio_write(gpa, size, value);
-                            }
+                            decode::MmioAccess::Write { size, value } => match apic_offset {
+                                Some(offset) => self.apic_write(vcpu, offset, size, value, now_ns),
+                                None => {
+                                    let _ = self.devices.mmio_write(gpa, size, value);
+                                }
+                            },
                             decode::MmioAccess::Read { size, .. } => {
-                                let value = self
-                                    .devices
-                                    .mmio_read(gpa, size)
-                                    .unwrap_or(u64::MAX >> (64 - 8 * u32::from(size)));
+                                let value = match apic_offset {
+                                    Some(offset) => self.apics[vcpu].mmio_read(offset, size, now_ns),
+                                    None => self.devices.mmio_read(gpa, size),
+                                }
+                                .unwrap_or(u64::MAX >> (64 - 8 * u32::from(size)));
                                 decode::complete_read(&mut registers, access, value);
                                 changed = true;
                             }
@@ -362,10 +501,10 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                         rip: message.registers.rip,
                     });
                 }
-                if self.devices.pending_vector(now_ns).is_none() && reply.inject.is_none() {
+                if !self.interrupt_pending(vcpu, now_ns) && reply.inject.is_none() {
                     return Step::Halt {
                         reply,
-                        wake_ns: self.devices.next_event_ns(now_ns),
+                        wake_ns: self.next_event_for(vcpu, now_ns),
                     };
                 }
             }
@@ -426,26 +565,44 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                 reply.registers = Some(registers);
             }
         }
-        self.interrupts(&mut reply, &registers, message, now_ns);
+        self.interrupts(vcpu, &mut reply, &registers, message, now_ns);
+        // A device interrupt another vCPU's access raised is vCPU 0's to take.
+        if vcpu != 0 && self.devices.pending_vector(now_ns).is_some() {
+            self.kicks |= 1;
+        }
         Step::Resume(reply)
+    }
+
+    /// A write to `vcpu`'s local APIC page; an interrupt command (IPI) is delivered at
+    /// once to the APICs it names, and their threads are kicked.
+    fn apic_write(&mut self, vcpu: usize, offset: u64, size: u8, value: u64, now_ns: u64) {
+        if let Some(ipi) = self.apics[vcpu].mmio_write(offset, size, value, now_ns) {
+            let targets = lapic::route(&mut self.apics, vcpu, &ipi, now_ns);
+            self.kicks |= targets & !(1 << vcpu);
+        }
     }
 
     /// Injects a pending device interrupt if the guest can take it after this reply, or
     /// asks for an interrupt window.
     fn interrupts(
         &mut self,
+        vcpu: usize,
         reply: &mut ExitReply,
         registers: &GuestRegisters,
         message: &ExitMessage,
         now_ns: u64,
     ) {
-        if self.devices.pending_vector(now_ns).is_none() {
+        if reply.inject.is_none() && self.apics[vcpu].take_nmi() {
+            reply.inject = Some(Event::Nmi);
+            return;
+        }
+        if !self.interrupt_pending(vcpu, now_ns) {
             return;
         }
         // Advancing RIP ends an interrupt shadow.
         let shadow = message.interrupt_shadow && reply.advance_rip == 0;
         if reply.inject.is_none() && can_take_interrupt(registers, shadow) {
-            if let Some(vector) = self.devices.acknowledge() {
+            if let Some(vector) = self.acknowledge(vcpu, now_ns) {
                 reply.inject = Some(Event::ExternalInterrupt { vector });
             }
         } else {
@@ -456,10 +613,12 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
     /// RDMSR/WRMSR. `Err` for an MSR the guest may not touch (#GP).
     fn msr(
         &mut self,
+        vcpu: usize,
         registers: &mut GuestRegisters,
         write: bool,
         index: u32,
         value: u64,
+        now_ns: u64,
     ) -> Result<(), ()> {
         const EFER: u32 = 0xc000_0080;
         const EFER_WRITABLE: u64 = 1 | (1 << 8) | (1 << 11) | (1 << 14) | (1 << 15);
@@ -476,8 +635,22 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             // TSC as an MSR: Linux reads it through RDTSC (not intercepted); writes are
             // ignored and reads give 0.
             0x10 => 0,
-            // APIC base: the local APIC is hidden in CPUID.
-            0x1b => 0,
+            // The local APIC's base and enable (it stays at 0xfee00000, in xAPIC mode).
+            0x1b => {
+                if write {
+                    self.apics[vcpu].write_base_msr(value).map_err(|_| ())?;
+                }
+                self.apics[vcpu].read_base_msr()
+            }
+            // The TSC-deadline timer.
+            0x6e0 => {
+                if write {
+                    let now_tsc = self.tsc_at(now_ns);
+                    let khz = self.tsc_khz;
+                    self.apics[vcpu].write_tsc_deadline(value, now_tsc, now_ns, khz);
+                }
+                self.apics[vcpu].read_tsc_deadline()
+            }
             // MTRR capabilities: none; MTRR default type and ranges are remembered.
             0xfe => 0,
             0x2ff | 0x200..=0x20f | 0x250 | 0x258 | 0x259 | 0x268..=0x26f | 0x277 => {
@@ -507,10 +680,28 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
     }
 }
 
+/// The guest's CPUID as vCPU `vcpu` of `vcpus` sees it: [`cpuid_policy`] with its APIC id
+/// in leaf 1 and the VM's core count in leaf 0x8000_0008.
+pub fn cpuid_for_vcpu(
+    host: HostCpuid,
+    leaf: u32,
+    subleaf: u32,
+    vcpu: usize,
+    vcpus: usize,
+) -> [u32; 4] {
+    let [a, b, c, d] = cpuid_policy(host, leaf, subleaf);
+    match leaf {
+        1 => [a, b & 0x00ff_ffff | ((vcpu as u32 & 0xff) << 24), c, d],
+        // Cores per package − 1, APIC-id size from it (AMD's leaf; one package of vCPUs).
+        0x8000_0008 => [a, b, (vcpus.clamp(1, 256) as u32 - 1) & 0xff, d],
+        _ => [a, b, c, d],
+    }
+}
+
 /// The guest's CPUID: the host's values with what Esker does not virtualise hidden —
-/// no local APIC, x2APIC, TSC deadline, MONITOR, XSAVE/AVX (the monitor switches only
-/// FXSAVE state), PCID, VMX or SVM, one logical CPU — the hypervisor bit set and
-/// [`SIGNATURE`] at leaf 0x4000_0000.
+/// no x2APIC, MONITOR, XSAVE/AVX (the monitor switches only FXSAVE state), PCID, VMX or
+/// SVM, one logical CPU per core — an xAPIC local APIC with the TSC-deadline timer (both
+/// emulated), the hypervisor bit set and [`SIGNATURE`] at leaf 0x4000_0000.
 pub fn cpuid_policy(host: HostCpuid, leaf: u32, subleaf: u32) -> [u32; 4] {
     let clear = |value: u32, bits: &[u32]| bits.iter().fold(value, |v, bit| v & !(1 << bit));
     match leaf {
@@ -529,8 +720,8 @@ pub fn cpuid_policy(host: HostCpuid, leaf: u32, subleaf: u32) -> [u32; 4] {
         1 => {
             let [a, b, c, d] = host(1, 0);
             let b = b & 0x0000_ffff | (1 << 16); // APIC id 0, one logical CPU
-            let c = clear(c, &[3, 5, 17, 21, 24, 26, 27, 28]) | (1 << 31);
-            let d = clear(d, &[9, 22, 28]);
+            let c = clear(c, &[3, 5, 17, 21, 26, 27, 28]) | (1 << 31) | (1 << 24);
+            let d = clear(d, &[22, 28]) | (1 << 9);
             [a, b, c, d]
         }
         5 | 6 | 0xa | 0xd => [0; 4],
@@ -618,12 +809,17 @@ mod tests {
             .flat_map(|r| (*r as u32).to_le_bytes())
             .collect();
         assert_eq!(&text, SIGNATURE);
-        // Leaf 1: hypervisor bit on, local APIC and XSAVE off, one logical CPU.
+        // Leaf 1: hypervisor bit on, XSAVE and x2APIC off, an xAPIC with the
+        // TSC-deadline timer, one logical CPU; each vCPU its own APIC id.
         let [_, b, c, d] = cpuid_policy(host_cpuid, 1, 0);
         assert_ne!(c & (1 << 31), 0);
         assert_eq!(c & (1 << 26), 0);
-        assert_eq!(d & (1 << 9), 0);
+        assert_eq!(c & (1 << 21), 0);
+        assert_ne!(c & (1 << 24), 0);
+        assert_ne!(d & (1 << 9), 0);
         assert_eq!(b >> 16 & 0xff, 1);
+        assert_eq!(cpuid_for_vcpu(host_cpuid, 1, 0, 3, 4)[1] >> 24, 3);
+        assert_eq!(cpuid_for_vcpu(host_cpuid, 0x8000_0008, 0, 0, 4)[2] & 0xff, 3);
         assert_eq!(cpuid_policy(host_cpuid, 0x8000_000a, 0), [0; 4]);
         assert_eq!(
             monitor.exits.seen().collect::<alloc::vec::Vec<_>>(),

@@ -34,6 +34,14 @@ pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// The Linux guest's kernel command line.
 pub const LINUX_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1 \
                                  noapic nolapic tsc=reliable no_timer_check";
+/// The kernel command line of the Linux guest with several vCPUs: its local APICs are
+/// used (timers, IPIs), the legacy PIC still delivers device interrupts (no I/O APIC).
+pub const LINUX_SMP_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1 \
+                                     noapic tsc=reliable no_timer_check esker.poweroff";
+/// vCPUs of the SMP Linux guest.
+pub const LINUX_SMP_VCPUS: u32 = 2;
+/// The SMP Linux guest's configuration file (same directory, same kernel and initrd).
+pub const LINUX_SMP_CONFIG: &str = "linux-smp.toml";
 /// The line the Linux guest's `/init` prints once user space runs.
 pub const LINUX_READY_LINE: &str = "esker-guest: userspace up";
 /// File names inside a Linux guest directory.
@@ -299,6 +307,9 @@ pub fn linux(out_dir: &Path) -> Result<PathBuf> {
     let config = out_dir.join(LINUX_CONFIG);
     std::fs::write(&config, linux_config(&kernel_package))
         .with_context(|| format!("cannot write {}", config.display()))?;
+    let smp_config = out_dir.join(LINUX_SMP_CONFIG);
+    std::fs::write(&smp_config, linux_smp_config(&kernel_package))
+        .with_context(|| format!("cannot write {}", smp_config.display()))?;
 
     let kernel_size = std::fs::metadata(&kernel_path).map_or(0, |m| m.len());
     println!(
@@ -327,6 +338,21 @@ fn linux_config(kernel_package: &str) -> String {
          kernel = \"{LINUX_KERNEL}\"\n\
          initrd = \"{LINUX_INITRD}\"\n\
          cmdline = \"{LINUX_CMDLINE}\"\n"
+    )
+}
+
+/// The configuration of the same guest with [`LINUX_SMP_VCPUS`] vCPUs: it powers off once
+/// its `/init` has reported what it sees.
+fn linux_smp_config(kernel_package: &str) -> String {
+    format!(
+        "# Written by `cargo xtask guest linux`: Debian's {kernel_package} on\n\
+         # {LINUX_SMP_VCPUS} vCPUs (local APICs, MP table); /init reports and powers off.\n\
+         name = \"linuxsmp\"\n\
+         memory_mb = 256\n\
+         vcpus = {LINUX_SMP_VCPUS}\n\
+         kernel = \"{LINUX_KERNEL}\"\n\
+         initrd = \"{LINUX_INITRD}\"\n\
+         cmdline = \"{LINUX_SMP_CMDLINE}\"\n"
     )
 }
 

@@ -252,10 +252,21 @@ fn build_vm_images(tally: &mut Tally, host: &Host) -> bool {
     let linux = crate::guest::linux(&crate::guest::default_linux_dir())
         .map_err(|e| anyhow::anyhow!("{e}"))
         .and_then(|config| {
-            let vm = crate::vms::load(&config)?;
-            let dir = test_images_dir().join("vm-linux");
-            let manifest = crate::vms::write_manifest(&image::default_manifest(), &[vm], &dir)?;
-            image::build_with(host, Flavor::Normal, &manifest, &dir).map(|_| ())
+            // The one-vCPU guest, and the same kernel on several vCPUs.
+            for (file, image_dir) in [
+                (config.clone(), "vm-linux"),
+                (
+                    config.with_file_name(crate::guest::LINUX_SMP_CONFIG),
+                    "vm-linux-smp",
+                ),
+            ] {
+                let vm = crate::vms::load(&file)?;
+                let dir = test_images_dir().join(image_dir);
+                let manifest =
+                    crate::vms::write_manifest(&image::default_manifest(), &[vm], &dir)?;
+                image::build_with(host, Flavor::Normal, &manifest, &dir)?;
+            }
+            Ok(())
         });
     if let Err(err) = &linux {
         eprintln!("error: {err:#}");

@@ -13,16 +13,21 @@ use super::{
 
 impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
     /// Decides what `cpu` runs from `now`: the running entity (if still runnable) is
-    /// charged and queued again, throttled entities whose period came are released, load
-    /// is balanced when due, then the due reservation with the earliest tag, else the
-    /// smallest virtual time, else an entity stolen from another CPU. A CPU that does
-    /// not exist idles.
+    /// charged and queued again (its co-scheduling group co-stops it if it got too far
+    /// ahead, and co-starts the siblings it has caught up with), throttled entities whose
+    /// period came are released, load is balanced when due, then the due reservation with
+    /// the earliest tag, else the smallest virtual time, else an entity stolen from
+    /// another CPU. A CPU that does not exist idles.
     pub fn pick(&mut self, cpu: usize, now: u64) -> Decision {
         if cpu >= self.cpu_count {
             return Decision::IDLE;
         }
         self.steps = 0;
+        let previous = self.cpus[cpu].current();
         self.requeue_current(cpu, now);
+        if let Some(previous) = previous {
+            self.cosched_of(previous, now);
+        }
         self.release_due(cpu, now);
         if now >= self.cpus[cpu].next_balance {
             self.cpus[cpu].next_balance = now.saturating_add(BALANCE_INTERVAL_NS);
@@ -32,7 +37,9 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
         if choice.is_none() && self.steal(cpu, now) {
             choice = self.choose(cpu, now);
         }
-        self.start(cpu, choice, now)
+        let decision = self.start(cpu, choice, now);
+        self.after_decision(previous, None, now);
+        decision
     }
 
     /// Directed switch for IPC: like [`pick`](Self::pick), but runs `to` on `cpu` (waking
@@ -40,14 +47,19 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
     /// reserving entity only on its home CPU), is not out of its limit, no other entity's
     /// reservation is due there, and `to` is at most one slice (of its own weight) ahead of
     /// the smallest virtual time queued there. Otherwise it is queued as by `wake` and the
-    /// decision is an ordinary pick. The time `to` runs is charged to it as usual.
+    /// decision is an ordinary pick. The time `to` runs is charged to it as usual. A `to`
+    /// that its co-scheduling group holds co-stopped is neither woken nor run.
     pub fn switch_to(&mut self, cpu: usize, to: EntityId, now: u64) -> Decision {
         if cpu >= self.cpu_count {
             let _ = self.wake(to, now);
             return Decision::IDLE;
         }
         self.steps = 0;
+        let previous = self.cpus[cpu].current();
         self.requeue_current(cpu, now);
+        if let Some(previous) = previous {
+            self.cosched_of(previous, now);
+        }
         self.release_due(cpu, now);
         let choice = match self.handoff(cpu, to, now) {
             Some(index) => Some((index, Reason::Handoff)),
@@ -59,7 +71,19 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
                 choice
             }
         };
-        self.start(cpu, choice, now)
+        let decision = self.start(cpu, choice, now);
+        self.after_decision(previous, self.existing(to), now);
+        decision
+    }
+
+    /// After a decision: the CPUs running members of the groups of the entity that ran
+    /// before (it may have stopped running) and of the target of a directed switch (it
+    /// may have woken) are kicked if co-scheduling needs them to decide sooner.
+    fn after_decision(&mut self, previous: Option<usize>, target: Option<usize>, now: u64) {
+        for index in [previous, target].into_iter().flatten() {
+            self.arm_of(index, now);
+        }
+        self.last_steps = self.steps;
     }
 
     /// Charges the running entity of `cpu` up to `now` without re-deciding (for fresh
@@ -109,6 +133,9 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
                 c.used_ns += ns;
                 let e = &mut self.entities[index];
                 e.charge(ns, now, self.mhz);
+                if e.group != 0 {
+                    e.progress = e.progress.saturating_add(ns);
+                }
                 e.since = e.since.max(now);
             }
             None => c.idle_ns += ns,
@@ -134,7 +161,8 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
         }
     }
 
-    /// Makes an entity not runnable (`to` is Blocked or CoStopped).
+    /// Makes an entity not runnable (`to` is Blocked or CoStopped; a co-stop by its group
+    /// is marked by the caller).
     pub(super) fn deschedule(&mut self, index: usize, now: u64, to: State) {
         match self.entities[index].state {
             State::Ready | State::Throttled => {
@@ -151,6 +179,7 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
         let e = &mut self.entities[index];
         e.state = to;
         e.since = now;
+        e.group_stopped = false;
     }
 
     /// Queues a runnable entity that is in no queue on `cpu` (its new home): lifted to
@@ -323,7 +352,8 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
         decision
     }
 
-    /// How long the entity just started on `cpu` may run before the next decision.
+    /// How long the entity just started on `cpu` may run before the next decision (slice,
+    /// limit, reservation and throttle events, and its co-scheduling group's deadline).
     pub(super) fn run_for(&self, cpu: usize, index: usize, reason: Reason, now: u64) -> u64 {
         let e = &self.entities[index];
         let c = &self.cpus[cpu];
@@ -346,6 +376,9 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
         if let Some(t) = c.queue(Queue::Throttle).peek() {
             until = until.min(self.entities[t].release_at.saturating_sub(now));
         }
+        if let Some(ns) = self.group_deadline(index, now) {
+            until = until.min(ns);
+        }
         until.max(1)
     }
 
@@ -357,8 +390,9 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
         let movable =
             e.allowed & (1 << cpu) != 0 && (!e.reserves() || usize::from(e.res_cpu) == cpu);
         match e.state {
-            State::Blocked | State::CoStopped => {
+            State::Blocked | State::CoStopped if !e.group_stopped => {
                 self.entities[index].settle(now);
+                self.level(index, now);
                 let target = if movable {
                     cpu
                 } else {

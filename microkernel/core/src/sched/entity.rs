@@ -86,6 +86,15 @@ pub(super) struct Entity {
     pub(super) cpu: u8,
     /// The CPU whose capacity holds its reservation (with a reservation only).
     pub(super) res_cpu: u8,
+    /// Co-scheduling progress: time run as a member of its group, as of the last charge
+    /// (see `cosched.rs`; meaningless outside a group and while not paced).
+    pub(super) progress: u64,
+    /// Its co-scheduling group's slot + 1 (0: in no group).
+    pub(super) group: u16,
+    /// Co-stopped by its group's co-scheduling (not by [`co_stop`]).
+    ///
+    /// [`co_stop`]: super::SchedulerOf::co_stop
+    pub(super) group_stopped: bool,
 }
 
 impl Entity {
@@ -106,6 +115,9 @@ impl Entity {
         ran_here: false,
         cpu: 0,
         res_cpu: 0,
+        progress: 0,
+        group: 0,
+        group_stopped: false,
     };
 
     /// The key this entity is ordered by in `queue`.
@@ -122,6 +134,21 @@ impl Entity {
         self.params = params;
         self.allowed = allowed;
         self.inv_weight = (1u64 << VTIME_SHIFT) / u64::from(params.shares.max(1));
+    }
+
+    /// The slot of its co-scheduling group, if it is in one.
+    pub(super) fn group_slot(&self) -> Option<usize> {
+        usize::from(self.group).checked_sub(1)
+    }
+
+    /// Whether its progress counts in its group's skew: runnable (co-stopped by the
+    /// group included), not blocked and not held by an explicit `co_stop`.
+    pub(super) fn paced(&self) -> bool {
+        match self.state {
+            State::Ready | State::Throttled | State::Running => true,
+            State::CoStopped => self.group_stopped,
+            State::Blocked | State::Free => false,
+        }
     }
 
     /// Whether the entity has a reservation.

@@ -171,3 +171,38 @@ impl fmt::Display for NoSuchEntity {
         write!(f, "entity {} does not exist", self.id)
     }
 }
+
+/// Why [`set_group`](super::SchedulerOf::set_group) was refused. Nothing changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupError {
+    /// The entity number is not in use.
+    NoSuchEntity {
+        /// The number given.
+        id: EntityId,
+    },
+    /// The group already has [`MAX_GROUP_MEMBERS`](super::MAX_GROUP_MEMBERS) members.
+    Full {
+        /// The group given.
+        group: u16,
+        /// The most members a group has.
+        max: usize,
+    },
+}
+
+impl fmt::Display for GroupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::NoSuchEntity { id } => write!(f, "entity {id} does not exist"),
+            Self::Full { group, max } => write!(
+                f,
+                "co-scheduling group {group} is full (a group has at most {max} members)"
+            ),
+        }
+    }
+}
+
+impl From<NoSuchEntity> for GroupError {
+    fn from(e: NoSuchEntity) -> Self {
+        Self::NoSuchEntity { id: e.id }
+    }
+}

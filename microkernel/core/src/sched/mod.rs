@@ -49,6 +49,25 @@
 //! clock and one slice ahead of it, and the balancer moves only entities that have run
 //! since their last move, so migration never starves anyone.
 //!
+//! **Co-scheduling** ([`set_group`](SchedulerOf::set_group)): the entities of one group
+//! are the vCPUs of one multi-vCPU VM, co-scheduled the relaxed way (ESX 3 and later) so
+//! that a guest spinning on a lock held by a descheduled sibling wastes little. A member's
+//! progress is the time it ran in the group; a member that wakes (or joins) starts level
+//! with its slowest runnable sibling, so a halted vCPU never holds the others back. Its
+//! *skew* ([`skew`](SchedulerOf::skew)) is how far it is behind the most advanced
+//! runnable sibling. A member that gets [`COSTOP_SKEW_NS`] ahead of the slowest runnable
+//! sibling is co-stopped (its time counts as co-stop; a running one leaves its CPU, which
+//! is kicked) until it is at most half of that ahead — because the slowest ran, or
+//! blocked, left the group or was removed — and is then co-started like a wake-up. The
+//! slowest runnable member is never co-stopped, so a group never has all its runnable
+//! members co-stopped. A running member's decision deadline is no later than the moment
+//! its lead over a waiting sibling could reach the threshold, and no later than the
+//! threshold itself while a sibling waits (that gives a sibling on the same CPU its turn
+//! first), so skews stay within the threshold plus the timer's lateness. Members should
+//! have equal parameters: a member held back by its shares or its limit holds its
+//! siblings back too. Entities in no group are scheduled as if co-scheduling did not
+//! exist.
+//!
 //! **Accounting** per entity ([`Stats`]): used, ready (runnable and waiting; includes the
 //! time held by its limit, which is also counted apart as limited — esxtop's %RDY and
 //! %MLMTD), co-stop and waited (blocked) time, dispatches and migrations; per CPU
@@ -62,6 +81,7 @@
 use crate::manifest::SchedParams;
 
 mod admission;
+mod cosched;
 mod dispatch;
 mod entity;
 mod error;
@@ -70,8 +90,9 @@ mod placement;
 #[cfg(test)]
 mod tests;
 
-pub use error::{AdmissionError, ConfigError, NoSuchEntity};
+pub use error::{AdmissionError, ConfigError, GroupError, NoSuchEntity};
 
+use cosched::Group;
 use entity::{Entity, State};
 use heap::{Heap, Queue};
 
@@ -93,6 +114,12 @@ pub const LIMIT_PERIOD_NS: u64 = 20_000_000;
 pub const BALANCE_INTERVAL_NS: u64 = 20_000_000;
 /// Queue positions a stealing or balancing CPU examines in another CPU's share queue.
 pub const STEAL_SCAN: usize = 8;
+/// The co-scheduling threshold: a member of a group (a vCPU) that gets this far ahead of
+/// its slowest runnable sibling is co-stopped until it is within half of it (ESX's
+/// default skew threshold). See [`set_group`](SchedulerOf::set_group).
+pub const COSTOP_SKEW_NS: u64 = 3_000_000;
+/// Members a co-scheduling group holds (the vCPUs of one VM).
+pub const MAX_GROUP_MEMBERS: usize = 16;
 
 /// The kernel's scheduler: [`MAX_CPUS`] CPUs and [`MAX_ENTITIES`] entities.
 pub type Scheduler = SchedulerOf<MAX_CPUS, MAX_ENTITIES>;
@@ -177,8 +204,9 @@ pub struct Decision {
     /// The entity to run, or `None` to idle.
     pub entity: Option<EntityId>,
     /// When to call [`pick`](SchedulerOf::pick) again at the latest (slice end, limit
-    /// exhausted, a reservation falling due, a throttled entity's release); `None` when
-    /// only an event (a wake-up, a kick) can change the decision.
+    /// exhausted, a reservation falling due, a throttled entity's release, a group
+    /// member's co-stop or a sibling's co-start coming due); `None` when only an event (a
+    /// wake-up, a kick) can change the decision.
     pub run_for_ns: Option<u64>,
     /// Why.
     pub reason: Reason,
@@ -203,7 +231,7 @@ pub enum RunState {
     Limited,
     /// On a CPU.
     Running,
-    /// Runnable, held back by co-scheduling.
+    /// Runnable, held back by co-scheduling (its group, or [`co_stop`](SchedulerOf::co_stop)).
     CoStopped,
 }
 
@@ -216,7 +244,8 @@ pub struct Stats {
     pub ready_ns: u64,
     /// Part of `ready_ns` spent held back by the limit (esxtop's %MLMTD).
     pub limited_ns: u64,
-    /// Time co-stopped (esxtop's %CSTP).
+    /// Time co-stopped, by its co-scheduling group or by [`co_stop`](SchedulerOf::co_stop)
+    /// (esxtop's %CSTP).
     pub costop_ns: u64,
     /// Time blocked (esxtop's %WAIT).
     pub waited_ns: u64,
@@ -298,6 +327,8 @@ impl<const E: usize> Cpu<E> {
 /// [`Scheduler`], tests use smaller sizes.
 pub struct SchedulerOf<const CPUS: usize, const ENTITIES: usize> {
     entities: [Entity; ENTITIES],
+    /// Co-scheduling groups, by slot (every group has a member, so `ENTITIES` suffice).
+    groups: [Group; ENTITIES],
     cpus: [Cpu<ENTITIES>; CPUS],
     cpu_count: usize,
     mhz: u32,
@@ -348,6 +379,7 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
         let () = Self::SIZES_FIT;
         Self {
             entities: [Entity::FREE; ENTITIES],
+            groups: [Group::EMPTY; ENTITIES],
             cpus: [const { Cpu::IDLE }; CPUS],
             cpu_count: 0,
             mhz: 0,
@@ -383,6 +415,7 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
         for cpu in &mut self.cpus {
             *cpu = Cpu::IDLE;
         }
+        self.groups = [Group::EMPTY; ENTITIES];
         self.idle = self.online();
         self.kicks = 0;
         Ok(())
@@ -488,10 +521,12 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
     }
 
     /// Removes an entity (from its CPU if it runs: that CPU is kicked) and returns its
-    /// final accounting. Its reservation is released.
+    /// final accounting. Its reservation is released, and it leaves its co-scheduling
+    /// group (siblings it held back are co-started).
     pub fn remove(&mut self, id: EntityId, now: u64) -> Result<Stats, NoSuchEntity> {
         let index = self.existing(id).ok_or(NoSuchEntity { id })?;
         self.deschedule(index, now, State::Blocked);
+        self.leave_group(index, now);
         let e = self.entities[index];
         if e.reserves() {
             self.cpus[usize::from(e.res_cpu)].reserved_mhz -= e.params.reservation_mhz;
@@ -501,42 +536,50 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
         Ok(e.stats(now, 0))
     }
 
-    /// The entity became runnable (from blocked or co-stopped; no effect otherwise). It is
+    /// The entity became runnable (from blocked or co-stopped; no effect otherwise, nor on
+    /// a member its co-scheduling group holds co-stopped: the group co-starts it). It is
     /// queued on a CPU chosen as the module documentation says; read
-    /// [`take_kicks`](Self::take_kicks) for the CPUs that should re-decide.
+    /// [`take_kicks`](Self::take_kicks) for the CPUs that should re-decide (which include
+    /// CPUs running its group's members whose decisions must now come sooner).
     pub fn wake(&mut self, id: EntityId, now: u64) -> Result<(), NoSuchEntity> {
         let index = self.existing(id).ok_or(NoSuchEntity { id })?;
-        if matches!(
-            self.entities[index].state,
-            State::Blocked | State::CoStopped
-        ) {
+        let e = &self.entities[index];
+        if matches!(e.state, State::Blocked | State::CoStopped) && !e.group_stopped {
             self.entities[index].settle(now);
+            self.level(index, now);
             let target = self.wake_target(index);
             self.enqueue(index, target, now, true);
+            self.regroup_of(index, now);
         }
         Ok(())
     }
 
     /// The entity stopped being runnable. If it was running, its CPU has nothing to run
-    /// until the next [`pick`](Self::pick) (and is kicked).
+    /// until the next [`pick`](Self::pick) (and is kicked). Siblings in its co-scheduling
+    /// group that it held back are co-started (a blocked member is behind nobody).
     pub fn block(&mut self, id: EntityId, now: u64) -> Result<(), NoSuchEntity> {
         let index = self.existing(id).ok_or(NoSuchEntity { id })?;
         self.deschedule(index, now, State::Blocked);
+        self.regroup_of(index, now);
         Ok(())
     }
 
     /// The entity is runnable but held back by co-scheduling (its time counts as
-    /// co-stop); no effect on a blocked entity. Otherwise as [`block`](Self::block).
+    /// co-stop); no effect on a blocked entity. Otherwise as [`block`](Self::block). This
+    /// is an explicit hold, outside the co-scheduling of groups (which co-stops and
+    /// co-starts members itself): a member held this way counts as blocked in its group.
     pub fn co_stop(&mut self, id: EntityId, now: u64) -> Result<(), NoSuchEntity> {
         let index = self.existing(id).ok_or(NoSuchEntity { id })?;
         if self.entities[index].state != State::Blocked {
             self.deschedule(index, now, State::CoStopped);
+            self.regroup_of(index, now);
         }
         Ok(())
     }
 
-    /// A co-stopped entity may run again (as [`wake`](Self::wake); no effect on an entity
-    /// that is not co-stopped).
+    /// An entity co-stopped by [`co_stop`](Self::co_stop) may run again (as
+    /// [`wake`](Self::wake); no effect on an entity that is not co-stopped, nor on one its
+    /// co-scheduling group holds).
     pub fn co_start(&mut self, id: EntityId, now: u64) -> Result<(), NoSuchEntity> {
         let index = self.existing(id).ok_or(NoSuchEntity { id })?;
         if self.entities[index].state == State::CoStopped {
@@ -547,7 +590,8 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
 
     /// The CPUs (bit mask) that should re-decide now because of what happened since the
     /// last call: an entity queued on an idle CPU, a reservation owner woke on a CPU
-    /// running a borrower, a running entity was blocked, changed or removed. The kernel
+    /// running a borrower, a running entity was blocked, changed, removed or co-stopped,
+    /// or a group member runs past the moment co-scheduling must look again. The kernel
     /// interrupts each of them (its own CPU simply picks); `pick` clears its CPU's bit.
     pub fn take_kicks(&mut self) -> u64 {
         core::mem::take(&mut self.kicks)

@@ -87,7 +87,10 @@ impl System {
         needed: Rights,
     ) -> Result<(ObjectId, u64), Error> {
         let slot = CapSlot::try_from(slot).map_err(|_| Error::InvalidCapability)?;
-        let cap = self.caps.lookup(self.space(world), slot).map_err(Error::from)?;
+        let cap = self
+            .caps
+            .lookup(self.space(world), slot)
+            .map_err(Error::from)?;
         if cap.kind != kind {
             return Err(Error::WrongObjectKind);
         }
@@ -122,7 +125,10 @@ impl System {
         if info.caps() > 0 {
             let slots = read_send_caps(platform, sender.ipc_buffer.start());
             for &slot in slots.iter().take(info.caps()) {
-                let cap = self.caps.lookup(self.space(world), slot).map_err(Error::from)?;
+                let cap = self
+                    .caps
+                    .lookup(self.space(world), slot)
+                    .map_err(Error::from)?;
                 if !cap.rights.contains(Rights::GRANT) {
                     return Err(Error::InsufficientRights);
                 }

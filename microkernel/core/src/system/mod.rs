@@ -870,7 +870,9 @@ impl System {
     pub fn on_syscall(&mut self, platform: &mut impl Platform) -> Next {
         self.now = platform.now_ns();
         if let Some(id) = self.current
-            && self.world(id).is_some_and(|w| w.state != WorldState::Stopped)
+            && self
+                .world(id)
+                .is_some_and(|w| w.state != WorldState::Stopped)
         {
             self.syscall(platform, id);
         }

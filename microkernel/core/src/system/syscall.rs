@@ -84,19 +84,27 @@ impl System {
                 done([u64::from(new), 0, 0, 0, 0, 0])
             }
             Syscall::CapDelete => {
-                self.caps.delete(self.space(id), slot(a[0])?).map_err(Error::from)?;
+                self.caps
+                    .delete(self.space(id), slot(a[0])?)
+                    .map_err(Error::from)?;
                 self.unmap_stale(platform);
                 self.unmap_stale_vm_memory(platform);
                 done([0; 6])
             }
             Syscall::CapRevoke => {
-                let count = self.caps.revoke(self.space(id), slot(a[0])?).map_err(Error::from)?;
+                let count = self
+                    .caps
+                    .revoke(self.space(id), slot(a[0])?)
+                    .map_err(Error::from)?;
                 self.unmap_stale(platform);
                 self.unmap_stale_vm_memory(platform);
                 done([count as u64, 0, 0, 0, 0, 0])
             }
             Syscall::CapInfo => {
-                let cap = self.caps.lookup(self.space(id), slot(a[0])?).map_err(Error::from)?;
+                let cap = self
+                    .caps
+                    .lookup(self.space(id), slot(a[0])?)
+                    .map_err(Error::from)?;
                 done([
                     cap.kind as u64,
                     u64::from(cap.rights.bits()),

@@ -520,13 +520,19 @@ impl System {
     /// can — a sleeping (halted) monitor wakes, a guest running on another CPU is made to
     /// exit, a guest waiting for a CPU leaves guest mode; with no `vcpu_run` in progress
     /// the next one returns at once.
-    pub(super) fn sys_vcpu_kick(&mut self, id: WorldId, a: [u64; 6]) -> Result<Option<[u64; 6]>, Error> {
+    pub(super) fn sys_vcpu_kick(
+        &mut self,
+        id: WorldId,
+        a: [u64; 6],
+    ) -> Result<Option<[u64; 6]>, Error> {
         let (vcpu_id, _) = self.capability_for(id, a[0], ObjectKind::Vcpu, Rights::WRITE)?;
         let Some(Object::Vcpu(vcpu)) = self.object(vcpu_id).map(|o| &o.object) else {
             return Err(Error::InvalidCapability);
         };
         let owner = vcpu.owner;
-        let state = owner.and_then(|o| self.world(o)).map(|w| (w.state, w.guest));
+        let state = owner
+            .and_then(|o| self.world(o))
+            .map(|w| (w.state, w.guest));
         match (owner, state) {
             (Some(owner), Some((WorldState::Sleeping { .. }, _))) => {
                 if let Some(world) = self.world_mut(owner) {
@@ -655,7 +661,10 @@ impl System {
     /// the monitor's `vcpu_run` with the exit message.
     pub fn on_vmexit(&mut self, platform: &mut impl Platform, id: WorldId) -> VmExitAction {
         self.now = platform.now_ns();
-        if self.world(id).is_none_or(|w| w.state == WorldState::Stopped) {
+        if self
+            .world(id)
+            .is_none_or(|w| w.state == WorldState::Stopped)
+        {
             // Its world stopped (on another CPU) while the guest ran: this CPU was asked
             // to re-decide, and the interrupt that asked is pending.
             return VmExitAction::HostInterrupt;

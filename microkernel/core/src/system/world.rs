@@ -409,7 +409,8 @@ impl System {
         // manifest's worlds.
         let mut ids: Vec<WorldId, { layout::MAX_THREADS }> = Vec::new();
         let _ = ids.push(id);
-        let mut free = (super::MAX_WORLDS..super::WORLD_SLOTS).filter(|&i| self.worlds[i].is_none());
+        let mut free =
+            (super::MAX_WORLDS..super::WORLD_SLOTS).filter(|&i| self.worlds[i].is_none());
         while ids.len() < threads {
             let slot = free.next().ok_or(WorldError::Limit("threads"))?;
             let _ = ids.push(slot as WorldId);
@@ -421,6 +422,13 @@ impl System {
                     let _ = self.sched.remove(undo, self.now);
                 }
                 return Err(WorldError::Admission(error));
+            }
+        }
+        // The threads of one world (a VM's vCPUs) are co-scheduled, relaxed: none runs far
+        // ahead of a runnable sibling (see `sched`).
+        if ids.len() > 1 {
+            for &thread in &ids {
+                let _ = self.sched.set_group(thread, Some(id), self.now);
             }
         }
         let result = self.create_admitted_world(platform, &ids, spec, &image, name, object_ids);
@@ -607,7 +615,8 @@ impl System {
                     user(true, false),
                 )?;
             }
-            let buffer = Self::map_ipc_buffer(charge, &mut table, layout::thread_ipc_buffer(thread))?;
+            let buffer =
+                Self::map_ipc_buffer(charge, &mut table, layout::thread_ipc_buffer(thread))?;
             let _ = buffers.push(buffer);
         }
         Ok((table, buffers))

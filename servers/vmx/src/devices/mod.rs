@@ -16,6 +16,7 @@
 //! the debug-exit port takes the whole value written.
 
 pub mod cmos;
+pub mod lapic;
 pub mod pci;
 pub mod pic;
 pub mod pit;

@@ -16,6 +16,8 @@
 //! the end of guest memory.
 
 pub mod linux;
+pub mod acpi;
+pub mod mptable;
 pub mod multiboot;
 
 use crate::memory::{GuestMemory, OutOfBounds};

@@ -10,6 +10,7 @@ use std::vec;
 use std::vec::Vec;
 
 mod admission;
+mod cosched;
 mod cost;
 mod invariants;
 mod placement;
