@@ -476,7 +476,9 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                             },
                             decode::MmioAccess::Read { size, .. } => {
                                 let value = match apic_offset {
-                                    Some(offset) => self.apics[vcpu].mmio_read(offset, size, now_ns),
+                                    Some(offset) => {
+                                        self.apics[vcpu].mmio_read(offset, size, now_ns)
+                                    }
                                     None => self.devices.mmio_read(gpa, size),
                                 }
                                 .unwrap_or(u64::MAX >> (64 - 8 * u32::from(size)));
@@ -819,7 +821,10 @@ mod tests {
         assert_ne!(d & (1 << 9), 0);
         assert_eq!(b >> 16 & 0xff, 1);
         assert_eq!(cpuid_for_vcpu(host_cpuid, 1, 0, 3, 4)[1] >> 24, 3);
-        assert_eq!(cpuid_for_vcpu(host_cpuid, 0x8000_0008, 0, 0, 4)[2] & 0xff, 3);
+        assert_eq!(
+            cpuid_for_vcpu(host_cpuid, 0x8000_0008, 0, 0, 4)[2] & 0xff,
+            3
+        );
         assert_eq!(cpuid_policy(host_cpuid, 0x8000_000a, 0), [0; 4]);
         assert_eq!(
             monitor.exits.seen().collect::<alloc::vec::Vec<_>>(),

@@ -359,7 +359,10 @@ fn run_vcpu(vm: &Running, index: usize, start: Option<ExitReply>) -> PowerOff {
                 reply = shared.monitor.wake_vcpu(index, t, halted);
                 halted = false;
             }
-            Some(message) => match shared.monitor.handle_vcpu(index, shared.memory, &message, t) {
+            Some(message) => match shared
+                .monitor
+                .handle_vcpu(index, shared.memory, &message, t)
+            {
                 Step::Resume(next) => {
                     reply = next;
                     halted = false;

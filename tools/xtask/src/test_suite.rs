@@ -262,8 +262,7 @@ fn build_vm_images(tally: &mut Tally, host: &Host) -> bool {
             ] {
                 let vm = crate::vms::load(&file)?;
                 let dir = test_images_dir().join(image_dir);
-                let manifest =
-                    crate::vms::write_manifest(&image::default_manifest(), &[vm], &dir)?;
+                let manifest = crate::vms::write_manifest(&image::default_manifest(), &[vm], &dir)?;
                 image::build_with(host, Flavor::Normal, &manifest, &dir)?;
             }
             Ok(())

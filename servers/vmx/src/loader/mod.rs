@@ -15,8 +15,8 @@
 //! [`EBDA_START`], a reserved hole (EBDA, VGA, BIOS) up to [`HIGH_MEMORY`], then RAM to
 //! the end of guest memory.
 
-pub mod linux;
 pub mod acpi;
+pub mod linux;
 pub mod mptable;
 pub mod multiboot;
 
