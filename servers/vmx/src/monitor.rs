@@ -151,10 +151,9 @@ pub struct Monitor<M: GuestMemory + ?Sized> {
     /// vCPUs (bit per index) whose monitor thread must look at their interrupts now (an
     /// IPI or a device interrupt for a vCPU other than the one whose exit was handled).
     kicks: u64,
-    /// The guest's TSC rate (kHz) and its value at monitor time 0: the TSC-deadline
-    /// timer converts between the two clocks.
+    /// The guest's TSC rate (kHz). The monitor's clock counts from TSC 0, as the guest's
+    /// TSC does (no offset), so the TSC-deadline timer converts with the rate alone.
     tsc_khz: u64,
-    tsc_at_zero: u64,
     cpuid: HostCpuid,
     msrs: BTreeMap<u32, u64>,
     console: Vec<u8>,
@@ -167,6 +166,14 @@ pub struct Monitor<M: GuestMemory + ?Sized> {
     /// MSR accesses refused with #GP.
     pub unknown_msrs: u64,
     _memory: core::marker::PhantomData<M>,
+}
+
+/// The vCPU the 8259 pair's interrupts reach (its LINT0, in virtual-wire mode).
+const PIC_VCPU: usize = 0;
+
+/// Whether `vcpu` receives the 8259 pair's interrupts (and the PC devices' timers).
+const fn receives_pic(vcpu: usize) -> bool {
+    vcpu == PIC_VCPU
 }
 
 /// The guest can take an external interrupt now.
@@ -194,7 +201,6 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             apics: LocalApic::for_vm(vcpus.clamp(1, lapic::MAX_APICS)),
             kicks: 0,
             tsc_khz: 1_000_000,
-            tsc_at_zero: 0,
             cpuid,
             msrs: BTreeMap::new(),
             console: Vec::new(),
@@ -206,11 +212,9 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
         }
     }
 
-    /// Tells the monitor how the guest's TSC relates to its clock: `tsc_khz`, and the TSC
-    /// reading at monitor time 0 (for the TSC-deadline timer).
-    pub fn set_tsc(&mut self, tsc_khz: u64, tsc_at_zero: u64) {
+    /// Tells the monitor the guest's TSC rate (for the TSC-deadline timer).
+    pub fn set_tsc_khz(&mut self, tsc_khz: u64) {
         self.tsc_khz = tsc_khz.max(1);
-        self.tsc_at_zero = tsc_at_zero;
     }
 
     /// The guest's vCPUs.
@@ -225,8 +229,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
 
     /// The guest's TSC at monitor time `now_ns`.
     fn tsc_at(&self, now_ns: u64) -> u64 {
-        self.tsc_at_zero
-            .wrapping_add((u128::from(now_ns) * u128::from(self.tsc_khz) / 1_000_000) as u64)
+        (u128::from(now_ns) * u128::from(self.tsc_khz) / 1_000_000) as u64
     }
 
     /// Whether an interrupt waits for `vcpu` (its local APIC's, or for vCPU 0 the PIC's).
@@ -235,7 +238,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             .apics
             .get_mut(vcpu)
             .is_some_and(|apic| apic.pending_vector(now_ns).is_some());
-        apic || (vcpu == 0 && self.devices.pending_vector(now_ns).is_some())
+        apic || (receives_pic(vcpu) && self.devices.pending_vector(now_ns).is_some())
     }
 
     /// Takes the interrupt `vcpu` accepts next: its local APIC's first (their vectors
@@ -248,7 +251,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
         {
             return Some(vector);
         }
-        if vcpu == 0 {
+        if receives_pic(vcpu) {
             self.devices.acknowledge()
         } else {
             None
@@ -312,7 +315,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             .apics
             .get(vcpu)
             .and_then(|apic| apic.next_event_ns(now_ns));
-        let devices = (vcpu == 0)
+        let devices = receives_pic(vcpu)
             .then(|| self.devices.next_event_ns(now_ns))
             .flatten();
         match (apic, devices) {
@@ -481,7 +484,8 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                                     }
                                     None => self.devices.mmio_read(gpa, size),
                                 }
-                                .unwrap_or(u64::MAX >> (64 - 8 * u32::from(size)));
+                                // Nothing there reads as all ones (`complete_read` keeps `size` bytes).
+                                .unwrap_or(u64::MAX);
                                 decode::complete_read(&mut registers, access, value);
                                 changed = true;
                             }
@@ -568,9 +572,9 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             }
         }
         self.interrupts(vcpu, &mut reply, &registers, message, now_ns);
-        // A device interrupt another vCPU's access raised is vCPU 0's to take.
-        if vcpu != 0 && self.devices.pending_vector(now_ns).is_some() {
-            self.kicks |= 1;
+        // A device interrupt another vCPU's access raised is the PIC's receiver's to take.
+        if !receives_pic(vcpu) && self.devices.pending_vector(now_ns).is_some() {
+            self.kicks |= 1 << PIC_VCPU;
         }
         Step::Resume(reply)
     }
@@ -637,15 +641,15 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             // TSC as an MSR: Linux reads it through RDTSC (not intercepted); writes are
             // ignored and reads give 0.
             0x10 => 0,
-            // The local APIC's base and enable (it stays at 0xfee00000, in xAPIC mode).
-            0x1b => {
+            // The local APIC's base and enable (it stays at lapic::BASE, in xAPIC mode).
+            lapic::IA32_APIC_BASE => {
                 if write {
                     self.apics[vcpu].write_base_msr(value).map_err(|_| ())?;
                 }
                 self.apics[vcpu].read_base_msr()
             }
             // The TSC-deadline timer.
-            0x6e0 => {
+            lapic::IA32_TSC_DEADLINE => {
                 if write {
                     let now_tsc = self.tsc_at(now_ns);
                     let khz = self.tsc_khz;

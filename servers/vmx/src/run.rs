@@ -104,6 +104,15 @@ impl Running {
         }
     }
 
+    /// The power-off when the kernel refuses a `vcpu_run`.
+    fn refused(&self, error: esker_rt::Error) -> PowerOff {
+        PowerOff::Fatal(alloc::format!(
+            "vm {}: vcpu_run refused: {}",
+            self.name,
+            error.describe()
+        ))
+    }
+
     /// Makes the `vcpu_run` of each vCPU in `mask` return, so its thread looks.
     fn kick(&self, mask: u64) {
         for (index, slot) in self.vcpus.iter().enumerate() {
@@ -228,13 +237,17 @@ fn boot(rt: &esker_rt::Runtime) -> Result<(&'static Running, ExitReply), String>
     // SAFETY: the kernel just mapped `ram_size` bytes read-write at RAM_AT for this
     // world; the guest shares the memory (it is its RAM). The threads of this world
     // reach it only through the one `Shared` that holds this reference, under its lock,
-    // and read guest memory only to emulate an instruction of a stopped vCPU.
+    // to load the guest and to read the instruction (and the page tables to it) of the
+    // vCPU whose exit is handled. The guest's other vCPUs keep running and may write this
+    // memory meanwhile, as a device's DMA would: the monitor acts on what it read, and a
+    // guest that changes its own code under an exit only confuses itself.
     let memory: &'static mut [u8] =
         unsafe { core::slice::from_raw_parts_mut(RAM_AT as *mut u8, ram_size as usize) };
     let loaded = esker_vmx::loader::load(memory, kernel, initrd, &config.cmdline)
         .map_err(|e| alloc::format!("vm {name}: cannot load {}: {e}", config.kernel))?;
     if vcpus.len() > 1 {
-        let [signature, _, _, features] = host_cpuid(1, 0);
+        // The processors as the guest's CPUID describes them.
+        let [signature, _, _, features] = esker_vmx::monitor::cpuid_policy(host_cpuid, 1, 0);
         esker_vmx::loader::mptable::write(
             memory,
             esker_vmx::loader::mptable::ADDRESS,
@@ -259,7 +272,7 @@ fn boot(rt: &esker_rt::Runtime) -> Result<(&'static Running, ExitReply), String>
     let mut monitor: Monitor<[u8]> =
         Monitor::with_vcpus(&name, ram_size, 1_700_000_000, host_cpuid, vcpus.len());
     // The monitor's clock counts from TSC 0 (esker_rt::time), as the guest's TSC does.
-    monitor.set_tsc(tsc_khz, 0);
+    monitor.set_tsc_khz(tsc_khz);
     // The host console, if this VM has it: typed bytes go to the guest's UART.
     let console_input = rt
         .directory()
@@ -296,11 +309,7 @@ fn run_vcpu(vm: &Running, index: usize, start: Option<ExitReply>) -> PowerOff {
         None => loop {
             // Waiting for INIT and start-up IPIs: asleep until a sibling kicks this vCPU.
             if let Err(e) = sys::vcpu_run(vcpu, 0, true, MAX_SLICE_NS) {
-                return PowerOff::Fatal(alloc::format!(
-                    "vm {}: vcpu_run refused: {}",
-                    vm.name,
-                    e.describe()
-                ));
+                return vm.refused(e);
             }
             if let Some(reply) = vm.lock().monitor.take_startup(index) {
                 break reply;
@@ -323,13 +332,7 @@ fn run_vcpu(vm: &Running, index: usize, start: Option<ExitReply>) -> PowerOff {
         });
         let result = match sys::vcpu_run(vcpu, reply_len, halted, timeout) {
             Ok(result) => result,
-            Err(e) => {
-                return PowerOff::Fatal(alloc::format!(
-                    "vm {}: vcpu_run refused: {}",
-                    vm.name,
-                    e.describe()
-                ));
-            }
+            Err(e) => return vm.refused(e),
         };
         t = vm.now();
         // The exit message is read before anything else uses the IPC buffer.

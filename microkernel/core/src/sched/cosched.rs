@@ -244,10 +244,7 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
         };
         for m in members.iter().map(|&m| usize::from(m)) {
             let e = &self.entities[m];
-            if e.state == State::CoStopped
-                && e.group_stopped
-                && self.progress(m, now).saturating_sub(slowest) <= COSTART_SKEW_NS
-            {
+            if e.group_stopped && self.progress(m, now).saturating_sub(slowest) <= COSTART_SKEW_NS {
                 self.costart(m, now);
             }
         }

@@ -23,11 +23,7 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
             return Decision::IDLE;
         }
         self.steps = 0;
-        let previous = self.cpus[cpu].current();
-        self.requeue_current(cpu, now);
-        if let Some(previous) = previous {
-            self.cosched_of(previous, now);
-        }
+        let previous = self.requeue_current(cpu, now);
         self.release_due(cpu, now);
         if now >= self.cpus[cpu].next_balance {
             self.cpus[cpu].next_balance = now.saturating_add(BALANCE_INTERVAL_NS);
@@ -55,11 +51,7 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
             return Decision::IDLE;
         }
         self.steps = 0;
-        let previous = self.cpus[cpu].current();
-        self.requeue_current(cpu, now);
-        if let Some(previous) = previous {
-            self.cosched_of(previous, now);
-        }
+        let previous = self.requeue_current(cpu, now);
         self.release_due(cpu, now);
         let choice = match self.handoff(cpu, to, now) {
             Some(index) => Some((index, Reason::Handoff)),
@@ -154,11 +146,14 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
         Some(index)
     }
 
-    pub(super) fn requeue_current(&mut self, cpu: usize, now: u64) {
-        if let Some(index) = self.take_current(cpu, now) {
-            let target = self.requeue_target(index, cpu);
-            self.enqueue(index, target, now, false);
-        }
+    /// Puts the entity running on `cpu` back in a queue, lets its co-scheduling group
+    /// look at its progress, and returns it.
+    pub(super) fn requeue_current(&mut self, cpu: usize, now: u64) -> Option<usize> {
+        let index = self.take_current(cpu, now)?;
+        let target = self.requeue_target(index, cpu);
+        self.enqueue(index, target, now, false);
+        self.cosched_of(index, now);
+        Some(index)
     }
 
     /// Makes an entity not runnable (`to` is Blocked or CoStopped; a co-stop by its group
@@ -348,7 +343,6 @@ impl<const CPUS: usize, const ENTITIES: usize> SchedulerOf<CPUS, ENTITIES> {
         };
         self.cpus[cpu].deadline = decision.run_for_ns.map_or(0, |ns| now.saturating_add(ns));
         self.kicks &= !(1 << cpu);
-        self.last_steps = self.steps;
         decision
     }
 

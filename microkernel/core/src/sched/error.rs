@@ -200,9 +200,3 @@ impl fmt::Display for GroupError {
         }
     }
 }
-
-impl From<NoSuchEntity> for GroupError {
-    fn from(e: NoSuchEntity) -> Self {
-        Self::NoSuchEntity { id: e.id }
-    }
-}

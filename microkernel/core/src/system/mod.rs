@@ -584,6 +584,21 @@ impl System {
         self.world(id).map_or(id, |w| w.leader)
     }
 
+    /// The threads of world `leader`: itself first, then its other threads in index order
+    /// (they take slots in that order when the world is created).
+    pub(super) fn threads_of(
+        &self,
+        leader: WorldId,
+    ) -> Vec<WorldId, { esker_abi::layout::MAX_THREADS }> {
+        self.worlds
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.as_ref().is_some_and(|w| w.leader == leader))
+            .map(|(i, _)| i as WorldId)
+            .take(esker_abi::layout::MAX_THREADS)
+            .collect()
+    }
+
     /// Whether a stopped world's address space still waits to be freed (another CPU was
     /// running one of its threads when it stopped). The kernel calls [`Self::reap`] after
     /// it switched address spaces while this holds.

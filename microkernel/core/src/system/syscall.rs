@@ -236,13 +236,9 @@ impl System {
 
     /// Thread `index` of world `leader` (0: the world itself).
     fn thread_of(&self, leader: WorldId, index: u8) -> Option<WorldId> {
-        if index == 0 {
-            return Some(leader);
-        }
-        (super::MAX_WORLDS as WorldId..super::WORLD_SLOTS as WorldId).find(|&t| {
-            self.world(t)
-                .is_some_and(|w| w.leader == leader && w.thread == index)
-        })
+        self.threads_of(leader)
+            .into_iter()
+            .find(|&t| self.world(t).is_some_and(|w| w.thread == index))
     }
 
     /// `sched_set(world, shares, reservation_mhz, limit_mhz, affinity)`: the parameters
@@ -257,15 +253,11 @@ impl System {
             limit_mhz: number(a[3])?,
             affinity: a[4],
         };
-        let mut threads: heapless::Vec<(WorldId, crate::sched::Params), { layout::MAX_THREADS }> =
-            heapless::Vec::new();
-        for index in 0..layout::MAX_THREADS as u8 {
-            if let Some(thread) = self.thread_of(target, index)
-                && let Some(old) = self.sched.params(thread)
-            {
-                let _ = threads.push((thread, old));
-            }
-        }
+        let threads: heapless::Vec<(WorldId, crate::sched::Params), { layout::MAX_THREADS }> = self
+            .threads_of(target)
+            .into_iter()
+            .filter_map(|thread| Some((thread, self.sched.params(thread)?)))
+            .collect();
         let each = super::world::thread_params(params, threads.len() as u32);
         let mut refused = None;
         for (done, &(thread, _)) in threads.iter().enumerate() {

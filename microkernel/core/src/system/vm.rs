@@ -534,25 +534,9 @@ impl System {
             .and_then(|o| self.world(o))
             .map(|w| (w.state, w.guest));
         match (owner, state) {
-            (Some(owner), Some((WorldState::Sleeping { .. }, _))) => {
-                if let Some(world) = self.world_mut(owner) {
-                    world
-                        .registers
-                        .set_result(Ok([0, VCPU_TIMEOUT, 0, 0, 0, 0]));
-                }
-                self.make_ready(owner);
-            }
+            (Some(owner), Some((WorldState::Sleeping { .. }, _))) => self.wake_halted(owner),
             (Some(owner), Some((_, Some(mode)))) if mode.vcpu == vcpu_id => {
-                match self.running_elsewhere(owner) {
-                    Some(cpu) => {
-                        // Only that CPU may end the run: its timeout is now, and it looks.
-                        if let Some(guest) = self.world_mut(owner).and_then(|w| w.guest.as_mut()) {
-                            guest.until = Some(0);
-                        }
-                        self.outgoing_kicks |= 1 << cpu;
-                    }
-                    None => self.end_guest_run(owner),
-                }
+                self.end_guest_run_soon(owner);
             }
             _ => {
                 if let Some(Object::Vcpu(vcpu)) = self.object_mut(vcpu_id) {
@@ -578,12 +562,7 @@ impl System {
                 continue;
             };
             match world.state {
-                WorldState::Sleeping { until } if until <= now => {
-                    world
-                        .registers
-                        .set_result(Ok([0, VCPU_TIMEOUT, 0, 0, 0, 0]));
-                    self.make_ready(id);
-                }
+                WorldState::Sleeping { until } if until <= now => self.wake_halted(id),
                 WorldState::Sleeping { until } => {
                     earliest = Some(earliest.map_or(until, |e: u64| e.min(until)));
                 }
@@ -593,20 +572,40 @@ impl System {
                 until: Some(until), ..
             }) = self.world(id).and_then(|w| w.guest)
             {
-                if until <= now
-                    && let Some(cpu) = self.running_elsewhere(id)
-                {
-                    // Its guest may be in VMRUN on that CPU: only that CPU may end the run
-                    // (it does when it next resumes the world); make it look now.
-                    self.outgoing_kicks |= 1 << cpu;
-                } else if until <= now {
-                    self.end_guest_run(id);
+                if until <= now {
+                    self.end_guest_run_soon(id);
                 } else {
                     earliest = Some(earliest.map_or(until, |e| e.min(until)));
                 }
             }
         }
         earliest
+    }
+
+    /// A monitor sleeping in a halted `vcpu_run` wakes: the call returns
+    /// [`VCPU_TIMEOUT`].
+    fn wake_halted(&mut self, id: WorldId) {
+        if let Some(world) = self.world_mut(id) {
+            world
+                .registers
+                .set_result(Ok([0, VCPU_TIMEOUT, 0, 0, 0, 0]));
+        }
+        self.make_ready(id);
+    }
+
+    /// The guest run of world `id` must end now (its timeout passed, or it was kicked):
+    /// if its guest may be in VMRUN on another CPU, only that CPU may end the run — its
+    /// timeout becomes now and it is made to look; otherwise the run ends here.
+    fn end_guest_run_soon(&mut self, id: WorldId) {
+        match self.running_elsewhere(id) {
+            Some(cpu) => {
+                if let Some(guest) = self.world_mut(id).and_then(|w| w.guest.as_mut()) {
+                    guest.until = Some(0);
+                }
+                self.outgoing_kicks |= 1 << cpu;
+            }
+            None => self.end_guest_run(id),
+        }
     }
 
     /// World `id` leaves guest mode because its monitor's timeout passed: its `vcpu_run`

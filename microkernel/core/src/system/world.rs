@@ -663,10 +663,8 @@ impl System {
             return;
         }
         let mut elsewhere = false;
-        for thread in 0..super::WORLD_SLOTS as WorldId {
-            if self.world(thread).is_some_and(|w| w.leader == leader) {
-                elsewhere |= self.stop_thread(thread);
-            }
+        for thread in self.threads_of(leader) {
+            elsewhere |= self.stop_thread(thread);
         }
         self.caps.clear_world(leader);
         self.fail_orphaned_endpoints(leader);
@@ -757,9 +755,8 @@ impl System {
             if self.zombies & (1 << leader) == 0 {
                 continue;
             }
-            let busy = (0..super::WORLD_SLOTS as WorldId).any(|thread| {
-                self.world(thread).is_some_and(|w| w.leader == leader)
-                    && (self.current == Some(thread) || self.running_elsewhere(thread).is_some())
+            let busy = self.threads_of(leader).into_iter().any(|thread| {
+                self.current == Some(thread) || self.running_elsewhere(thread).is_some()
             });
             if !busy {
                 self.zombies &= !(1 << leader);

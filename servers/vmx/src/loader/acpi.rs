@@ -9,6 +9,7 @@
 //! that Linux scans, inside the range both loaders keep free and report as reserved; the
 //! RSDT and MADT follow it. Facts from the ACPI specification (5.2.5, 5.2.7, 5.2.12).
 
+use super::checksum;
 use crate::memory::{GuestMemory, OutOfBounds};
 use alloc::vec::Vec;
 use core::fmt;
@@ -17,8 +18,8 @@ use crate::devices::lapic::BASE as LOCAL_APIC_BASE;
 
 /// Where the root pointer goes (the tables follow it).
 pub const ADDRESS: u64 = 0xe_0000;
-/// Most processors described (APIC ids are bytes; 0xff is the broadcast id).
-pub const MAX_CPUS: u8 = 254;
+/// Most processors described (as in the MP table: APIC ids are bytes, 0xff broadcasts).
+pub const MAX_CPUS: u8 = super::mptable::MAX_CPUS;
 /// OEM id in every header.
 const OEM_ID: [u8; 6] = *b"ESKER ";
 /// OEM table id in every header.
@@ -59,12 +60,6 @@ impl fmt::Display for AcpiError {
 }
 
 impl core::error::Error for AcpiError {}
-
-/// The byte that makes `bytes` sum to 0 (mod 256) when stored in their checksum field
-/// (which must be 0 while this is computed).
-fn checksum(bytes: &[u8]) -> u8 {
-    0u8.wrapping_sub(bytes.iter().fold(0u8, |sum, b| sum.wrapping_add(*b)))
-}
 
 /// A table: the standard header with `signature` and `revision`, then `body`; the length
 /// and checksum filled in.
@@ -163,19 +158,23 @@ mod tests {
         // Entries: three enabled local APICs with ids 0, 1, 2, then LINT1 NMI.
         let mut entry = madt + 44;
         let mut ids = vec![];
+        let mut nmi_entries = 0;
         while entry < madt + madt_len {
             let (kind, len) = (ram[entry], ram[entry + 1] as usize);
             assert!(len >= 2);
             if kind == 0 {
                 assert_eq!(u32_at(&ram, entry + 4), 1, "enabled");
+                assert_eq!(ram[entry + 2], ram[entry + 3], "processor UID = APIC id");
                 ids.push(ram[entry + 3]);
             } else {
                 assert_eq!(&ram[entry..entry + 6], &[4, 6, 0xff, 0, 0, 1]);
+                nmi_entries += 1;
             }
             entry += len;
         }
         assert_eq!(entry, madt + madt_len);
         assert_eq!(ids, [0, 1, 2]);
+        assert_eq!(nmi_entries, 1, "LINT1 is the NMI input of every processor");
     }
 
     #[test]

@@ -399,6 +399,15 @@ impl fmt::Display for Bytes {
 }
 
 /// `value` rounded up to a multiple of `align` (a power of two), `None` on overflow.
+/// The byte that makes `bytes` (with it in place of a zero) sum to 0 modulo 256: the
+/// checksum of firmware tables (MP specification, ACPI).
+pub(crate) fn checksum(bytes: &[u8]) -> u8 {
+    bytes
+        .iter()
+        .fold(0u8, |sum, &byte| sum.wrapping_add(byte))
+        .wrapping_neg()
+}
+
 pub(crate) fn align_up(value: u64, align: u64) -> Option<u64> {
     Some(value.checked_add(align - 1)? & !(align - 1))
 }

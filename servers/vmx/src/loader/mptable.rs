@@ -18,6 +18,7 @@
 //! free and report as reserved in the memory map ([`super::EBDA_START`] to
 //! [`super::HIGH_MEMORY`]); the table for the most processors fits there.
 
+use super::checksum;
 use crate::devices::lapic::{BASE as LOCAL_APIC_BASE, VERSION};
 use crate::memory::{GuestMemory, OutOfBounds};
 use alloc::vec::Vec;
@@ -61,7 +62,7 @@ pub const INTERRUPT_NMI: u8 = 1;
 /// Interrupt type of a local interrupt assignment: ExtINT (the 8259).
 pub const INTERRUPT_EXTINT: u8 = 3;
 /// Destination APIC ID meaning every local APIC.
-pub const ALL_APICS: u8 = 0xff;
+pub const ALL_APICS: u8 = crate::devices::lapic::BROADCAST;
 /// The ISA bus's ID.
 pub const ISA_BUS_ID: u8 = 0;
 /// The bus type string of the ISA bus.
@@ -69,7 +70,7 @@ pub const ISA_BUS_TYPE: [u8; 6] = *b"ISA   ";
 /// The local APIC version each processor entry gives (that of the APIC model).
 pub const APIC_VERSION: u8 = VERSION as u8;
 /// The most processors: APIC IDs 0 to 254 (0xff addresses every APIC).
-pub const MAX_CPUS: u8 = 254;
+pub const MAX_CPUS: u8 = crate::devices::lapic::BROADCAST - 1;
 
 // The largest table lies in the reserved hole below 1 MiB that no loader writes.
 const _: () =
@@ -158,12 +159,7 @@ pub fn write<M: GuestMemory + ?Sized>(
         return Err(MpTableError::Misaligned { at });
     }
     let total = size(cpus);
-    let end = at
-        .checked_add(total)
-        .ok_or(MpTableError::Above4GiB { at })?;
-    if end > 1 << 32 {
-        return Err(MpTableError::Above4GiB { at });
-    }
+    crate::memory::check(at, total, 1 << 32).map_err(|_| MpTableError::Above4GiB { at })?;
     crate::memory::check(at, total, memory.size())?;
 
     let table_address = at + FLOATING_POINTER_SIZE;
@@ -213,14 +209,6 @@ pub fn write<M: GuestMemory + ?Sized>(
     memory.write(at, &floating)?;
     memory.write(table_address, &table)?;
     Ok(total)
-}
-
-/// The byte that makes `bytes` (with it in place of a zero) sum to 0 modulo 256.
-fn checksum(bytes: &[u8]) -> u8 {
-    bytes
-        .iter()
-        .fold(0u8, |sum, &byte| sum.wrapping_add(byte))
-        .wrapping_neg()
 }
 
 #[cfg(test)]

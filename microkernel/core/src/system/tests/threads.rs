@@ -457,8 +457,12 @@ fn a_thread_running_on_another_cpu_keeps_the_address_space_until_that_cpu_leaves
     system.reap(&mut platform);
     assert!(!system.has_zombies());
     assert!(platform.allocated.len() < before);
-    // A system call the stopped thread had in flight is not run.
+    // A system call the stopped thread had in flight is not run: its registers stay as
+    // they were (a call that ran would leave its result in them).
     system.current = Some(on_0);
+    system.registers_mut(on_0).unwrap().rax = Syscall::Yield as u64;
+    let before = system.world(on_0).unwrap().registers;
     let next = system.on_syscall(&mut platform);
     assert!(matches!(next, Next::Idle { .. }));
+    assert_eq!(system.world(on_0).unwrap().registers, before);
 }
