@@ -175,13 +175,10 @@ fn debians_linux_boots_to_user_space_and_runs_commands() -> Result<(), Failure> 
     Ok(())
 }
 
-// Passes on a quiet machine (5.6 s), but hangs before the second CPU comes up when the
-// host is loaded (3 of 3 runs beside two other QEMUs): Linux cannot calibrate its TSC
-// against the PIT under vSMP ("tsc: Unable to calibrate against PIT"), drops the
-// TSC-deadline timer and calibrates the local APIC timer against jiffies instead; the hang
-// is around there. Run it with `cargo test -p esker-qemu-tests --test vms -- --ignored`.
+// Under host load this hung once: a vCPU thread asked for a timeout of "now" while its
+// guest had an interrupt waiting and interrupts off, so the guest never ran again (see
+// `the_next_event_is_never_now_while_an_interrupt_waits_for_the_guest` in the monitor).
 #[test]
-#[ignore = "hangs under host load (see the comment above); issue 5 stays open"]
 fn debians_linux_boots_on_two_vcpus_and_sees_both() -> Result<(), Failure> {
     let image = test_image_dir("vm-linux-smp")?;
     // Two host CPUs, so the two vCPU threads can run at once.

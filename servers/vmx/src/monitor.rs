@@ -233,12 +233,15 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
     }
 
     /// Whether an interrupt waits for `vcpu` (its local APIC's, or for vCPU 0 the PIC's).
+    /// Both are brought up to `now_ns` either way: an event that came due and was not
+    /// collected would make [`Self::next_event_for`] answer "now" until it is.
     fn interrupt_pending(&mut self, vcpu: usize, now_ns: u64) -> bool {
         let apic = self
             .apics
             .get_mut(vcpu)
             .is_some_and(|apic| apic.pending_vector(now_ns).is_some());
-        apic || (receives_pic(vcpu) && self.devices.pending_vector(now_ns).is_some())
+        let pic = receives_pic(vcpu) && self.devices.pending_vector(now_ns).is_some();
+        apic || pic
     }
 
     /// Takes the interrupt `vcpu` accepts next: its local APIC's first (their vectors
@@ -304,13 +307,19 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
 
     /// When the next device event is due (monitor clock, ns), for a timeout while the
     /// guest runs.
-    pub fn next_event_ns(&self, now_ns: u64) -> Option<u64> {
+    pub fn next_event_ns(&mut self, now_ns: u64) -> Option<u64> {
         self.next_event_for(0, now_ns)
     }
 
     /// When the next event for `vcpu` is due: its local APIC's timer, and for vCPU 0 the
-    /// PC devices'.
-    pub fn next_event_for(&self, vcpu: usize, now_ns: u64) -> Option<u64> {
+    /// PC devices'. Always after `now_ns` (or `None`): what is due by then is collected
+    /// into the interrupt controllers first, where the reply's injection or interrupt
+    /// window takes care of it. (A timeout of "now" while an interrupt waits for the guest
+    /// to enable interrupts would never let the guest run: the kernel ends a run whose
+    /// timeout passed before entering the guest.)
+    pub fn next_event_for(&mut self, vcpu: usize, now_ns: u64) -> Option<u64> {
+        let vcpu = vcpu.min(self.apics.len() - 1);
+        self.interrupt_pending(vcpu, now_ns);
         let apic = self
             .apics
             .get(vcpu)
@@ -347,7 +356,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             && let Some(vector) = self.acknowledge(vcpu, now_ns)
         {
             reply.inject = Some(Event::ExternalInterrupt { vector });
-            reply.interrupt_window = false;
+            reply.interrupt_window = self.interrupt_pending(vcpu, now_ns);
         }
         reply
     }
@@ -611,6 +620,9 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             if let Some(vector) = self.acknowledge(vcpu, now_ns) {
                 reply.inject = Some(Event::ExternalInterrupt { vector });
             }
+            // Another one still waiting (the PIC's behind the local APIC's): the guest
+            // exits as soon as it can take it, after the one injected now.
+            reply.interrupt_window = self.interrupt_pending(vcpu, now_ns);
         } else {
             reply.interrupt_window = true;
         }
@@ -934,5 +946,75 @@ mod tests {
         };
         let reply = resume(monitor.handle(&mut ram[..], &exit(read, registers, Some(1)), 0));
         assert_eq!(reply.gprs.map(|g| g.rax & 0xff), Some(u64::from(b'x')));
+    }
+
+    /// Linux's PIC set-up with IRQ 0 unmasked, and channel 0 ticking every 1 ms.
+    fn tick_every_millisecond(monitor: &mut Monitor<[u8]>) {
+        for (port, value) in [
+            (0x20, 0x11),
+            (0x21, 0x30),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0xa0, 0x11),
+            (0xa1, 0x38),
+            (0xa1, 0x02),
+            (0xa1, 0x01),
+            (0x21, 0xfa),
+            (0xa1, 0xff),
+            (0x43, 0x34),
+            (0x40, 0xa9),
+            (0x40, 0x04),
+        ] {
+            monitor.devices.io_write(port, 1, value, 0);
+        }
+    }
+
+    // Under host load a vCPU thread found its local APIC's interrupt waiting (the guest
+    // had interrupts off) and the PIT's tick due but not collected: it asked the kernel
+    // for a timeout of "now", which ends the run before the guest is entered, again and
+    // again — the guest never ran to enable interrupts.
+    #[test]
+    fn the_next_event_is_never_now_while_an_interrupt_waits_for_the_guest() {
+        const MS: u64 = 1_000_000;
+        let (mut monitor, mut ram, mut registers) = guest(&[0x90]);
+        tick_every_millisecond(&mut monitor);
+        monitor.apics[0].mmio_write(0xf0, 4, u64::from(lapic::SVR_ENABLE | 0xff), 0);
+        assert!(monitor.apics[0].deliver(0x40));
+        registers.rflags &= !(1 << 9);
+        let now = 5 * MS + 1;
+        // The run timed out: the interrupt waits for a window, the tick is collected.
+        let reply = monitor.wake_vcpu(0, now, false);
+        assert!(reply.interrupt_window && reply.inject.is_none());
+        let next = monitor.next_event_for(0, now).expect("the PIT ticks on");
+        assert!(next > now, "next event {next} is not after now {now}");
+        // The same after an exit handled at that time.
+        let (mut monitor, _, _) = guest(&[0x90]);
+        tick_every_millisecond(&mut monitor);
+        monitor.apics[0].mmio_write(0xf0, 4, u64::from(lapic::SVR_ENABLE | 0xff), 0);
+        assert!(monitor.apics[0].deliver(0x40));
+        let out = Exit::Io {
+            port: 0x80,
+            size: 1,
+            write: true,
+            value: 0,
+            string: false,
+            rep: false,
+        };
+        let reply = resume(monitor.handle(&mut ram[..], &exit(out, registers, Some(2)), now));
+        assert!(reply.interrupt_window);
+        assert!(
+            monitor
+                .next_event_for(0, now)
+                .is_some_and(|next| next > now)
+        );
+        // With interrupts on, the local APIC's vector goes in and the PIC's tick behind
+        // it asks for a window of its own.
+        registers.rflags |= 1 << 9;
+        let reply = resume(monitor.handle(&mut ram[..], &exit(out, registers, Some(2)), now));
+        assert_eq!(
+            reply.inject,
+            Some(Event::ExternalInterrupt { vector: 0x40 })
+        );
+        assert!(reply.interrupt_window, "the timer tick waits behind it");
     }
 }
