@@ -41,6 +41,9 @@ pub struct SchedParams {
     pub limit_mhz: u32,
     /// Allowed CPUs as a bit mask (0 = all).
     pub affinity: u64,
+    /// Whether a world's threads (a VM's vCPUs) are co-scheduled, relaxed: none runs far
+    /// ahead of a runnable sibling. Off, each thread is scheduled on its own.
+    pub coschedule: bool,
 }
 
 impl Default for SchedParams {
@@ -50,6 +53,7 @@ impl Default for SchedParams {
             reservation_mhz: 0,
             limit_mhz: 0,
             affinity: 0,
+            coschedule: true,
         }
     }
 }

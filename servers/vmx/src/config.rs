@@ -16,6 +16,7 @@
 //! reservation_mhz = 1_000     # default 0
 //! limit_mhz = "unlimited"     # >= 1 and >= reservation_mhz, or "unlimited" (the default)
 //! affinity = [0, 1, 2, 3]     # CPU numbers 0..=63; default: any CPU
+//! coschedule = "relaxed"      # or "off": vCPUs scheduled independently (default relaxed)
 //! ```
 //!
 //! The subset: `#` comments, blank lines, bare or quoted keys (dotted keys allowed), one
@@ -83,6 +84,10 @@ pub struct CpuConfig {
     /// Host CPUs the vCPUs may run on, one bit per CPU number; `None` = any CPU. Never
     /// `Some(0)`.
     pub affinity: Option<u64>,
+    /// Relaxed co-scheduling of the vCPUs (`coschedule = "relaxed"`, the default): none
+    /// runs far ahead of a runnable sibling. `false` (`"off"`): each vCPU is scheduled
+    /// on its own.
+    pub coschedule: bool,
 }
 
 impl CpuConfig {
@@ -94,6 +99,7 @@ impl CpuConfig {
             reservation_mhz: 0,
             limit_mhz: None,
             affinity: None,
+            coschedule: true,
         }
     }
 }
@@ -200,6 +206,8 @@ pub enum ConfigErrorKind {
     AffinityOutOfRange(i64),
     /// `cpu.affinity` names a CPU twice.
     DuplicateAffinity(u32),
+    /// `cpu.coschedule` is neither "relaxed" nor "off".
+    InvalidCoschedule(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -255,6 +263,10 @@ impl fmt::Display for ConfigErrorKind {
                 MAX_CPUS - 1
             ),
             Self::DuplicateAffinity(cpu) => write!(f, "affinity names CPU {cpu} twice"),
+            Self::InvalidCoschedule(value) => write!(
+                f,
+                "coschedule must be \"relaxed\" or \"off\", got {value:?}"
+            ),
         }
     }
 }
@@ -380,6 +392,9 @@ impl VmConfig {
                 write!(out, "{cpu}")?;
             }
             out.push_str("]\n");
+        }
+        if !self.cpu.coschedule {
+            writeln!(out, "coschedule = \"off\"")?;
         }
         Ok(())
     }
@@ -851,6 +866,7 @@ struct Builder {
     reservation_mhz: Option<(usize, u32)>,
     limit_mhz: Option<(usize, Option<u32>)>,
     affinity: Option<(usize, u64)>,
+    coschedule: Option<(usize, bool)>,
     cpu_table_defined: bool,
 }
 
@@ -984,6 +1000,20 @@ impl Builder {
                 }
                 store(&mut self.affinity, line, path, mask)
             }
+            ["cpu", "coschedule"] => {
+                let on = match value {
+                    Value::Str(word) if word == "relaxed" => true,
+                    Value::Str(word) if word == "off" => false,
+                    Value::Str(word) => return Err(at(ConfigErrorKind::InvalidCoschedule(word))),
+                    _ => {
+                        return Err(at(ConfigErrorKind::WrongType {
+                            key: "coschedule",
+                            expected: "\"relaxed\" or \"off\"",
+                        }));
+                    }
+                };
+                store(&mut self.coschedule, line, path, on)
+            }
             _ => Err(at(ConfigErrorKind::UnknownKey(path.join(".")))),
         }
     }
@@ -1025,6 +1055,7 @@ impl Builder {
                 reservation_mhz,
                 limit_mhz,
                 affinity: self.affinity.map(|(_, mask)| mask),
+                coschedule: self.coschedule.is_none_or(|(_, on)| on),
             },
         })
     }
@@ -1132,6 +1163,7 @@ affinity = [
     0, 1,   # the first two
     63,
 ]
+coschedule = "off"
 "#;
 
     fn error(text: &str) -> String {
@@ -1155,6 +1187,7 @@ affinity = [
                     reservation_mhz: 500,
                     limit_mhz: Some(2000),
                     affinity: Some(1 | 2 | 1 << 63),
+                    coschedule: false,
                 },
             }
         );
@@ -1171,6 +1204,29 @@ affinity = [
         assert_eq!(config.cpu, CpuConfig::default_for(1));
         assert_eq!(config.cpu.shares, 1000);
         assert_eq!(config.cpu.limit_mhz, None);
+        assert!(
+            config.cpu.coschedule,
+            "relaxed co-scheduling unless turned off"
+        );
+    }
+
+    #[test]
+    fn coschedule_is_relaxed_or_off() {
+        let base = "name = \"a\"\nmemory_mb = 1\nkernel = 'k'\n";
+        let on = parse(&format!("{base}cpu.coschedule = \"relaxed\"")).unwrap();
+        assert!(on.cpu.coschedule);
+        assert!(!on.to_toml().contains("coschedule"));
+        let off = parse(&format!("{base}cpu.coschedule = 'off'")).unwrap();
+        assert!(!off.cpu.coschedule);
+        assert_eq!(parse(&off.to_toml()).unwrap(), off);
+        assert_eq!(
+            error(&format!("{base}cpu.coschedule = \"strict\"")),
+            "line 4: coschedule must be \"relaxed\" or \"off\", got \"strict\""
+        );
+        assert_eq!(
+            error(&format!("{base}cpu.coschedule = 0")),
+            "line 4: coschedule must be \"relaxed\" or \"off\""
+        );
     }
 
     #[test]
@@ -1452,7 +1508,8 @@ affinity = [
             "name = \"web-1\"\nmemory_mb = 1024\nvcpus = 4\nkernel = \"/vms/web-1/vmlinuz\"\n\
              initrd = \"/vms/web-1/initrd.img\"\n\
              cmdline = \"console=ttyS0 root=\\\"/dev/vda\\\" \\\\ tab\\there\\n\"\n\n[cpu]\n\
-             shares = 8000\nreservation_mhz = 500\nlimit_mhz = 2000\naffinity = [0, 1, 63]\n"
+             shares = 8000\nreservation_mhz = 500\nlimit_mhz = 2000\naffinity = [0, 1, 63]\n\
+             coschedule = \"off\"\n"
         );
         assert_eq!(parse(&text).unwrap(), config);
     }
@@ -1511,6 +1568,7 @@ affinity = [
             any::<u32>(),
             proptest::option::of(any::<u32>()),
             proptest::option::of(1..=u64::MAX),
+            any::<bool>(),
         )
             .prop_map(
                 |(
@@ -1524,6 +1582,7 @@ affinity = [
                     reservation,
                     limit,
                     affinity,
+                    coschedule,
                 )| {
                     let limit_mhz = limit.map(|limit| limit.max(reservation).max(1));
                     VmConfig {
@@ -1538,6 +1597,7 @@ affinity = [
                             reservation_mhz: reservation,
                             limit_mhz,
                             affinity,
+                            coschedule,
                         },
                     }
                 },

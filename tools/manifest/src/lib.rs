@@ -22,6 +22,7 @@
 //! reservation_mhz = 0        # optional (default 0 = none)
 //! limit_mhz = 0              # optional (default 0 = unlimited; else >= reservation)
 //! affinity = [0, 1]          # optional CPU list (0..=63; default: all CPUs)
+//! coschedule = true          # optional: its threads (a VM's vCPUs) co-scheduled, relaxed
 //! guest_facing = false       # optional: true if it parses guest-controlled input
 //! vm = "vm1"                 # the VM it monitors; required when guest_facing
 //!

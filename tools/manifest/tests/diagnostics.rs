@@ -64,7 +64,7 @@ fn unknown_key() {
         "unknown_key.toml",
         &[
             "system.toml:3: world \"vmkauthd\": unknown key memory_mb (expected one of: binary, memory_kib, shares, \
-           reservation_mhz, limit_mhz, affinity, guest_facing, vm, controls, console)",
+           reservation_mhz, limit_mhz, affinity, coschedule, guest_facing, vm, controls, console)",
         ],
     );
 }
@@ -401,5 +401,23 @@ fn two_consoles() {
     check(
         "two_consoles.toml",
         &["system.toml:6: console = true is set for 2 worlds (a, b); the host console goes to one"],
+    );
+}
+
+#[test]
+fn coschedule_is_a_boolean_and_defaults_to_on() {
+    let world = |extra: &str| format!("[worlds.vmx]\nbinary = \"vmx\"\nmemory_kib = 2048\n{extra}");
+    let coschedule = |text: &str| {
+        parse(text, "system.toml")
+            .map(|manifest| manifest.worlds[0].sched.coschedule)
+            .map_err(|list| list.iter().map(ToString::to_string).collect::<Vec<_>>())
+    };
+    assert_eq!(coschedule(&world("")), Ok(true));
+    assert_eq!(coschedule(&world("coschedule = false\n")), Ok(false));
+    let wrong = diagnostics_of(&world("coschedule = \"off\"\n"));
+    assert_eq!(wrong.len(), 1, "{wrong:?}");
+    assert!(
+        wrong[0].starts_with("system.toml:4: ") && wrong[0].contains("coschedule"),
+        "{wrong:?}"
     );
 }

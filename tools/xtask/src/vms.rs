@@ -102,6 +102,9 @@ pub fn write_manifest(base: &Path, vms: &[VmFile], dir: &Path) -> Result<PathBuf
                 .collect();
             let _ = writeln!(text, "affinity = [{}]", cpus.join(", "));
         }
+        if !c.cpu.coschedule {
+            let _ = writeln!(text, "coschedule = false");
+        }
         if i == 0 {
             // The host console's input goes to the first VM.
             let _ = writeln!(text, "console = true");

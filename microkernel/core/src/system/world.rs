@@ -425,8 +425,8 @@ impl System {
             }
         }
         // The threads of one world (a VM's vCPUs) are co-scheduled, relaxed: none runs far
-        // ahead of a runnable sibling (see `sched`).
-        if ids.len() > 1 {
+        // ahead of a runnable sibling (see `sched`) — unless the manifest turned it off.
+        if ids.len() > 1 && spec.sched.coschedule {
             for &thread in &ids {
                 let _ = self.sched.set_group(thread, Some(id), self.now);
             }

@@ -6,13 +6,14 @@ use super::{Context, check_name};
 use crate::model::World;
 use crate::toml_read::{DeValue, Located, Spanned, array, integer};
 
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 11] = [
     "binary",
     "memory_kib",
     "shares",
     "reservation_mhz",
     "limit_mhz",
     "affinity",
+    "coschedule",
     "guest_facing",
     "vm",
     "controls",
@@ -70,6 +71,11 @@ pub(super) fn read(
     }
     if let Some(value) = fields.get("affinity") {
         sched.affinity = affinity(cx, &what, value);
+    }
+    // `coschedule = false`: the world's threads (a VM's vCPUs) are scheduled each on
+    // its own instead of relaxed co-scheduling.
+    if let Some(on) = fields.boolean(&mut cx.diags, "coschedule") {
+        sched.coschedule = on.value;
     }
 
     let guest_facing = fields

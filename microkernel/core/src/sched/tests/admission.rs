@@ -303,6 +303,7 @@ fn manifest_parameters_convert() {
         reservation_mhz: 100,
         limit_mhz: 400,
         affinity: 0b11,
+        coschedule: true,
     };
     assert_eq!(
         Params::from(custom),

@@ -23,6 +23,11 @@ fn boot_smp_vm(platform: &mut FakePlatform) -> System {
 /// [`boot_smp_vm`], with a third world (`TUNER`, id 1) holding a World capability on the
 /// monitor (slot 1, read and write) when `tuner`.
 fn boot_with(platform: &mut FakePlatform, tuner: bool) -> System {
+    boot_with_params(platform, tuner, true)
+}
+
+/// [`boot_with`], the monitor's `coschedule` manifest setting as given.
+fn boot_with_params(platform: &mut FakePlatform, tuner: bool, coschedule: bool) -> System {
     let elf: &'static [u8] = Box::leak(tiny_elf().into_boxed_slice());
     let mut objects = heapless::Vec::new();
     for o in [
@@ -73,6 +78,7 @@ fn boot_with(platform: &mut FakePlatform, tuner: bool) -> System {
             memory_kib: 512,
             sched: SchedParams {
                 shares: 2000,
+                coschedule,
                 ..SchedParams::default()
             },
             guest_facing: true,
@@ -465,4 +471,14 @@ fn a_thread_running_on_another_cpu_keeps_the_address_space_until_that_cpu_leaves
     let next = system.on_syscall(&mut platform);
     assert!(matches!(next, Next::Idle { .. }));
     assert_eq!(system.world(on_0).unwrap().registers, before);
+}
+
+#[test]
+fn coschedule_off_leaves_the_threads_ungrouped() {
+    let mut platform = FakePlatform::new();
+    let system = boot_with_params(&mut platform, false, false);
+    assert_eq!(system.sched.group(MONITOR), None);
+    assert_eq!(system.sched.group(SECOND), None);
+    // Everything else about the threads is as with co-scheduling.
+    assert_eq!(system.sched.params(SECOND).unwrap().shares, 1000);
 }
