@@ -193,6 +193,11 @@ fn debians_linux_boots_on_two_vcpus_and_sees_both() -> Result<(), Failure> {
     machine.expect("smpboot: Total of 2 processors activated", LINUX_TIMEOUT)?;
     machine.expect("esker-guest: userspace up", LINUX_TIMEOUT)?;
     machine.expect("esker-guest: cpus 2", LINUX_TIMEOUT)?;
+    // CPU 1 taken offline halts with interrupts off (its vCPU parks; the VM runs on) and
+    // comes back through INIT and start-up IPIs.
+    machine.expect("smpboot: CPU 1 is now offline", LINUX_TIMEOUT)?;
+    machine.expect("esker-guest: offline, online cpus 0", LINUX_TIMEOUT)?;
+    machine.expect("esker-guest: online again, online cpus 0-1", LINUX_TIMEOUT)?;
     machine.expect("esker-guest: powering off", LINUX_TIMEOUT)?;
     machine.expect("vmx: vm linuxsmp powered off", LINUX_TIMEOUT)?;
     Ok(())

@@ -82,6 +82,10 @@ pub enum Step {
         /// When the next device event is due.
         wake_ns: Option<u64>,
     },
+    /// Apply the reply and sleep until [`Monitor::unpark`] gives the next one: the vCPU
+    /// halted with interrupts off (or received INIT) while a sibling runs on. Only an
+    /// NMI, or INIT and a start-up IPI, wake it.
+    Park(ExitReply),
     /// Power the VM off.
     PowerOff(PowerOff),
 }
@@ -151,6 +155,8 @@ pub struct Monitor<M: GuestMemory + ?Sized> {
     /// vCPUs (bit per index) whose monitor thread must look at their interrupts now (an
     /// IPI or a device interrupt for a vCPU other than the one whose exit was handled).
     kicks: u64,
+    /// vCPUs halted with interrupts off (one bit each).
+    parked: u64,
     /// The guest's TSC rate (kHz). The monitor's clock counts from TSC 0, as the guest's
     /// TSC does (no offset), so the TSC-deadline timer converts with the rate alone.
     tsc_khz: u64,
@@ -200,6 +206,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             devices: PcDevices::new(ram_bytes, unix_time_s, ECAM_BASE),
             apics: LocalApic::for_vm(vcpus.clamp(1, lapic::MAX_APICS)),
             kicks: 0,
+            parked: 0,
             tsc_khz: 1_000_000,
             cpuid,
             msrs: BTreeMap::new(),
@@ -261,9 +268,55 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
         }
     }
 
+    /// Every vCPU, one bit each.
+    fn all_vcpus(&self) -> u64 {
+        u64::MAX >> (64 - self.apics.len())
+    }
+
+    /// vCPUs that cannot run until something wakes them: halted with interrupts off, or
+    /// waiting for a start-up IPI (never started, or since INIT).
+    fn stopped(&self) -> u64 {
+        self.apics
+            .iter()
+            .enumerate()
+            .filter(|(_, apic)| apic.is_waiting_for_sipi())
+            .fold(self.parked, |mask, (index, _)| mask | 1 << index)
+    }
+
+    /// Whether `vcpu` received INIT since it last started: it stops (its thread parks)
+    /// until a start-up IPI.
+    pub fn take_init(&mut self, vcpu: usize) -> bool {
+        self.apics.get_mut(vcpu).is_some_and(LocalApic::take_init)
+    }
+
+    /// The reply that wakes a parked or not yet started `vcpu`, if anything does: a
+    /// start-up IPI (after INIT) starts it in real mode at the vector's page; an NMI is
+    /// injected into a vCPU halted with interrupts off, which goes on after its HLT.
+    pub fn unpark(&mut self, vcpu: usize) -> Option<ExitReply> {
+        if let Some(reply) = self.take_startup(vcpu) {
+            self.parked &= !(1 << vcpu);
+            return Some(reply);
+        }
+        let apic = self.apics.get_mut(vcpu)?;
+        if apic.is_waiting_for_sipi() || self.parked & (1 << vcpu) == 0 || !apic.take_nmi() {
+            return None;
+        }
+        self.parked &= !(1 << vcpu);
+        Some(ExitReply {
+            registers: None,
+            gprs: None,
+            advance_rip: 0,
+            inject: Some(Event::Nmi),
+            interrupt_window: false,
+        })
+    }
+
     /// A start-up IPI reached `vcpu` (waiting since INIT): the registers it starts with.
     pub fn take_startup(&mut self, vcpu: usize) -> Option<ExitReply> {
-        let vector = self.apics.get_mut(vcpu)?.take_startup()?;
+        let apic = self.apics.get_mut(vcpu)?;
+        let vector = apic.take_startup()?;
+        // The INIT that came before this start-up is dealt with.
+        let _ = apic.take_init();
         Some(ExitReply {
             registers: Some(GuestRegisters::real_mode_startup(vector)),
             gprs: None,
@@ -349,6 +402,11 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
             inject: None,
             interrupt_window: pending,
         };
+        // An NMI (from a sibling's IPI) ends a halt at once.
+        if halted && self.apics.get_mut(vcpu).is_some_and(LocalApic::take_nmi) {
+            reply.inject = Some(Event::Nmi);
+            return reply;
+        }
         // After a HLT the guest had IF set and no shadow (the RIP advance ended it): the
         // interrupt can go in at once.
         if halted
@@ -512,11 +570,20 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
                 self.exits.count(Reason::Hlt);
                 skip!();
                 if !can_take_interrupt(&registers, false) {
-                    return Step::PowerOff(PowerOff::HaltedForever {
-                        rip: message.registers.rip,
-                    });
+                    // `cli; hlt`: only an NMI or INIT ends it. The VM is over once no
+                    // vCPU can run again (Linux parks its other CPUs so before it halts).
+                    self.parked |= 1 << vcpu;
+                    if self.stopped() == self.all_vcpus() {
+                        return Step::PowerOff(PowerOff::HaltedForever {
+                            rip: message.registers.rip,
+                        });
+                    }
+                    return Step::Park(reply);
                 }
-                if !self.interrupt_pending(vcpu, now_ns) && reply.inject.is_none() {
+                if !self.interrupt_pending(vcpu, now_ns)
+                    && reply.inject.is_none()
+                    && !self.apics[vcpu].is_nmi_pending()
+                {
                     return Step::Halt {
                         reply,
                         wake_ns: self.next_event_for(vcpu, now_ns),
@@ -1016,5 +1083,98 @@ mod tests {
             Some(Event::ExternalInterrupt { vector: 0x40 })
         );
         assert!(reply.interrupt_window, "the timer tick waits behind it");
+    }
+
+    /// [`guest`] with two vCPUs.
+    fn smp_guest(bytes: &[u8]) -> (Monitor<[u8]>, alloc::vec::Vec<u8>, GuestRegisters) {
+        let (_, ram, registers) = guest(bytes);
+        (
+            Monitor::with_vcpus("t", 1 << 20, 0, host_cpuid, 2),
+            ram,
+            registers,
+        )
+    }
+
+    /// vCPU 0 writes `low` to its ICR for APIC id `to`.
+    fn ipi(monitor: &mut Monitor<[u8]>, to: u8, low: u32) {
+        monitor.apic_write(0, 0x310, 4, u64::from(to) << 24, 0);
+        monitor.apic_write(0, 0x300, 4, u64::from(low), 0);
+    }
+
+    /// INIT, then a start-up IPI with vector 8: vCPU 1 starts in real mode at 0x8000.
+    fn start_vcpu1(monitor: &mut Monitor<[u8]>) {
+        ipi(monitor, 1, 0x4500);
+        assert_eq!(monitor.unpark(1), None, "INIT alone starts nothing");
+        ipi(monitor, 1, 0x4608);
+        let start = monitor.unpark(1).expect("the start-up IPI starts it");
+        assert_eq!(start.registers.map(|r| r.cs.base), Some(0x8000));
+        assert!(
+            !monitor.take_init(1),
+            "the INIT before the start-up is dealt with"
+        );
+    }
+
+    #[test]
+    fn cli_hlt_parks_one_vcpu_and_ends_the_vm_only_when_none_can_run() {
+        let (mut monitor, mut ram, mut registers) = smp_guest(&[0xf4]);
+        registers.rflags &= !(1 << 9);
+        let hlt = exit(Exit::Hlt, registers, None);
+        // vCPU 1 never started: vCPU 0's `cli; hlt` is the end.
+        assert_eq!(
+            monitor.handle_vcpu(0, &mut ram[..], &hlt, 0),
+            Step::PowerOff(PowerOff::HaltedForever { rip: 0x1000 })
+        );
+        let (mut monitor, mut ram, _) = smp_guest(&[0xf4]);
+        start_vcpu1(&mut monitor);
+        // vCPU 1 parks (Linux's stop_this_cpu, or a CPU taken offline)...
+        match monitor.handle_vcpu(1, &mut ram[..], &hlt, 0) {
+            Step::Park(reply) => assert_eq!(reply.advance_rip, 1, "past the HLT"),
+            other => panic!("vCPU 1 should park, got {other:?}"),
+        }
+        assert_eq!(monitor.unpark(1), None, "nothing wakes it yet");
+        // ... an NMI IPI wakes it (delivery mode NMI) ...
+        ipi(&mut monitor, 1, 0x4400);
+        assert_eq!(monitor.take_kicks(), 1 << 1, "its thread is kicked");
+        let woken = monitor.unpark(1).expect("the NMI wakes it");
+        assert_eq!(woken.inject, Some(Event::Nmi));
+        // ... it parks again, and the VM ends when vCPU 0 halts with interrupts off too.
+        assert!(matches!(
+            monitor.handle_vcpu(1, &mut ram[..], &hlt, 0),
+            Step::Park(_)
+        ));
+        assert_eq!(
+            monitor.handle_vcpu(0, &mut ram[..], &hlt, 0),
+            Step::PowerOff(PowerOff::HaltedForever { rip: 0x1000 })
+        );
+    }
+
+    #[test]
+    fn init_stops_a_running_vcpu_until_its_start_up_ipi() {
+        let (mut monitor, _, _) = smp_guest(&[0x90]);
+        start_vcpu1(&mut monitor);
+        assert!(!monitor.take_init(1));
+        ipi(&mut monitor, 1, 0x4500);
+        assert!(monitor.take_init(1), "its thread learns of the INIT");
+        assert_eq!(monitor.unpark(1), None);
+        ipi(&mut monitor, 1, 0x4610);
+        let start = monitor.unpark(1).expect("started again");
+        assert_eq!(start.registers.map(|r| r.cs.base), Some(0x10000));
+    }
+
+    #[test]
+    fn an_nmi_ends_a_halt_with_interrupts_on() {
+        let (mut monitor, mut ram, registers) = smp_guest(&[0xf4]);
+        start_vcpu1(&mut monitor);
+        let hlt = exit(Exit::Hlt, registers, None);
+        assert!(matches!(
+            monitor.handle_vcpu(1, &mut ram[..], &hlt, 0),
+            Step::Halt { .. }
+        ));
+        ipi(&mut monitor, 1, 0x4400);
+        assert_eq!(monitor.wake_vcpu(1, 0, true).inject, Some(Event::Nmi));
+        // Pending already at the HLT: no sleep, the NMI goes in with the reply.
+        ipi(&mut monitor, 1, 0x4400);
+        let reply = resume(monitor.handle_vcpu(1, &mut ram[..], &hlt, 0));
+        assert_eq!(reply.inject, Some(Event::Nmi));
     }
 }

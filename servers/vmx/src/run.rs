@@ -306,14 +306,10 @@ fn run_vcpu(vm: &Running, index: usize, start: Option<ExitReply>) -> PowerOff {
     let vcpu = vm.vcpus[index];
     let mut reply = match start {
         Some(reply) => reply,
-        None => loop {
-            // Waiting for INIT and start-up IPIs: asleep until a sibling kicks this vCPU.
-            if let Err(e) = sys::vcpu_run(vcpu, 0, true, MAX_SLICE_NS) {
-                return vm.refused(e);
-            }
-            if let Some(reply) = vm.lock().monitor.take_startup(index) {
-                break reply;
-            }
+        // Waiting for INIT and start-up IPIs.
+        None => match park(vm, index, None) {
+            Ok(reply) => reply,
+            Err(off) => return off,
         },
     };
     let mut halted = false;
@@ -357,6 +353,8 @@ fn run_vcpu(vm: &Running, index: usize, start: Option<ExitReply>) -> PowerOff {
         }
         let mut guard = vm.lock();
         let shared = &mut *guard;
+        // Set when this vCPU must stop until something wakes it (with the last reply).
+        let mut parking: Option<Option<ExitReply>> = None;
         match message {
             None => {
                 reply = shared.monitor.wake_vcpu(index, t, halted);
@@ -378,8 +376,17 @@ fn run_vcpu(vm: &Running, index: usize, start: Option<ExitReply>) -> PowerOff {
                     halted = true;
                     wake_at = wake_ns;
                 }
+                Step::Park(next) => {
+                    parking = Some(Some(next));
+                    halted = false;
+                }
                 Step::PowerOff(off) => return off,
             },
+        }
+        if shared.monitor.take_init(index) {
+            // A sibling sent this vCPU INIT (Linux taking a CPU back online): it stops
+            // until its start-up IPI.
+            parking = Some(None);
         }
         if typed_count > 0 {
             shared.monitor.console_input(&typed[..typed_count]);
@@ -399,6 +406,34 @@ fn run_vcpu(vm: &Running, index: usize, start: Option<ExitReply>) -> PowerOff {
         let kicks = shared.monitor.take_kicks();
         drop(guard);
         vm.kick(kicks);
+        if let Some(last) = parking {
+            reply = match park(vm, index, last) {
+                Ok(reply) => reply,
+                Err(off) => return off,
+            };
+            t = vm.now();
+        }
+    }
+}
+
+/// Sleeps while vCPU `index` cannot run (not started, after INIT, or halted with
+/// interrupts off), after handing the kernel `reply` (the HLT skipped); returns the reply
+/// that wakes it (`Monitor::unpark`). A sibling that sends it an NMI, INIT or start-up IPI
+/// kicks it; it also looks every `MAX_SLICE_NS`.
+fn park(vm: &Running, index: usize, reply: Option<ExitReply>) -> Result<ExitReply, PowerOff> {
+    let vcpu = vm.vcpus[index];
+    let mut reply_len = match &reply {
+        Some(reply) => encode_reply(reply).map_err(PowerOff::Fatal)?,
+        None => 0,
+    };
+    loop {
+        if let Err(e) = sys::vcpu_run(vcpu, reply_len, true, MAX_SLICE_NS) {
+            return Err(vm.refused(e));
+        }
+        reply_len = 0;
+        if let Some(reply) = vm.lock().monitor.unpark(index) {
+            return Ok(reply);
+        }
     }
 }
 

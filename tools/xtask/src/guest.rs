@@ -37,7 +37,8 @@ pub const LINUX_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 p
 /// The kernel command line of the Linux guest with several vCPUs: its local APICs are
 /// used (timers, IPIs), the legacy PIC still delivers device interrupts (no I/O APIC).
 pub const LINUX_SMP_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1 \
-                                     noapic tsc=reliable no_timer_check esker.poweroff";
+                                     noapic tsc=reliable no_timer_check esker.hotplug \
+                                     esker.poweroff";
 /// vCPUs of the SMP Linux guest.
 pub const LINUX_SMP_VCPUS: u32 = 2;
 /// The SMP Linux guest's configuration file (same directory, same kernel and initrd).
@@ -73,6 +74,13 @@ echo "esker-guest: userspace up"
 echo "esker-guest: kernel $(uname -r)"
 echo "esker-guest: cpus $(grep -c ^processor /proc/cpuinfo)"
 echo "esker-guest: memory $(grep MemTotal /proc/meminfo)"
+if grep -q esker.hotplug /proc/cmdline; then
+    # CPU 1 offline (it halts with interrupts off) and back (INIT and start-up IPIs).
+    echo 0 > /sys/devices/system/cpu/cpu1/online
+    echo "esker-guest: offline, online cpus $(cat /sys/devices/system/cpu/online)"
+    echo 1 > /sys/devices/system/cpu/cpu1/online
+    echo "esker-guest: online again, online cpus $(cat /sys/devices/system/cpu/online)"
+fi
 if grep -q esker.poweroff /proc/cmdline; then
     echo "esker-guest: powering off"
     poweroff -f
