@@ -157,6 +157,7 @@ boot_info:
 
     .section .bss.boot, "aw", @nobits
     .balign 4096
+    .global boot_pml4               /* also the application processors' (smp.rs) */
 boot_pml4:
     .skip 4096
 boot_pdpt:

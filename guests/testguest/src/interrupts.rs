@@ -142,12 +142,20 @@ pub fn install() {
     }
     table.0[usize::from(PIC_BASE)] = Gate::interrupt(timer);
     let idt = &raw mut IDT;
-    // SAFETY: the guest runs on one CPU with interrupts off here and nothing else refers
-    // to IDT (only the CPU reads it, through IDTR, once loaded below).
+    // SAFETY: the guest runs on one CPU with interrupts off here (the application
+    // processors of `spin=<ms>` start later) and nothing else refers to IDT (only the
+    // CPU reads it, through IDTR, once loaded below).
     unsafe { idt.write(table) };
-    // SAFETY: IDT is a static holding a present gate for each of its VECTORS entries,
-    // every one pointing at a handler in the image; the limit covers exactly those.
-    unsafe { crate::cpu::load_idt(idt as u64, (size_of::<Idt>() - 1) as u16) };
+    load();
+}
+
+/// Loads the IDT [`install`] filled: the BSP's at boot, and each application processor's
+/// as it starts (they share the table, which is never written again).
+pub fn load() {
+    // SAFETY: IDT is a static holding, once `install` has run (at boot, before any other
+    // CPU starts), a present gate for each of its VECTORS entries, every one pointing at
+    // a handler in the image; the limit covers exactly those.
+    unsafe { crate::cpu::load_idt((&raw const IDT) as u64, (size_of::<Idt>() - 1) as u16) };
 }
 
 /// Remaps the PIC pair to vectors 0x20–0x2f with Linux's ICW sequence (edge triggered,

@@ -1,9 +1,11 @@
 //! The test guest's logic that is not hardware: what its command line asks for, how the
 //! Multiboot v1 boot information is laid out, which pages are free to scribble on, the
-//! isolation marker, the memory pattern and the exit codes. The bare-metal program
-//! (`src/main.rs`) does the port I/O and memory accesses; everything here is tested on
-//! the host.
+//! isolation marker, the memory pattern, the lock-spin measurement (`spin=<ms>`) and
+//! its arithmetic, and the exit codes. The bare-metal program (`src/main.rs`) does the
+//! port I/O and memory accesses; everything here is tested on the host.
 #![cfg_attr(not(test), no_std)]
+
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Exit codes written to the debug-exit port 0xf4. Every failure has its own.
 pub mod exit {
@@ -23,6 +25,14 @@ pub mod exit {
     pub const PANIC: u32 = 7;
     /// `triple-fault` or `garbage` came back instead of shutting the CPU down.
     pub const NO_SHUTDOWN: u32 = 8;
+    /// `spin=<ms>`: an application processor did not come online within 2 s of its
+    /// start-up IPIs (or the trampoline page is not free RAM).
+    pub const CPU_NOT_STARTED: u32 = 15;
+    /// `spin=<ms>`: an application processor did not report its figures within 2 s of
+    /// the end of the measurement.
+    pub const CPU_NOT_DONE: u32 = 16;
+    /// `spin=<ms>`: the TSC could not be calibrated against PIT channel 2.
+    pub const NO_TSC_RATE: u32 = 17;
 }
 
 /// One check of the default run, in the order they run.
@@ -91,6 +101,33 @@ pub enum Action {
     /// Time CPUID exits (guest -> kernel -> monitor -> guest) with RDTSC, print the
     /// median and minimum, exit 0.
     CpuidBench,
+    /// `spin=<ms>` (with `cpus=<n>`): start the other CPUs and measure how long each
+    /// spins on one lock they all take turns holding.
+    LockSpin(LockSpin),
+}
+
+/// Most CPUs `cpus=<n>` accepts (the BSP and up to 15 application processors; Esker's
+/// VMs have at most 16 vCPUs).
+pub const MAX_CPUS: u32 = 16;
+/// CPUs a `spin=<ms>` run uses without `cpus=<n>`.
+pub const DEFAULT_SPIN_CPUS: u32 = 2;
+/// Longest `spin=<ms>` accepted (10 minutes).
+pub const MAX_SPIN_MS: u32 = 600_000;
+/// Microseconds a CPU holds the lock each time it takes it.
+pub const LOCK_HOLD_US: u64 = 50;
+/// Microseconds a CPU works outside the lock after each release.
+pub const LOCK_WORK_US: u64 = 50;
+/// A jump of the TSC longer than this between two readings in the `spin` run is time the
+/// vCPU was descheduled (its spinning loop reads the TSC every few nanoseconds).
+pub const AWAY_GAP_US: u64 = 20;
+
+/// A lock-spin run: `ms` milliseconds on `cpus` CPUs (BSP included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockSpin {
+    /// Milliseconds of TSC time every CPU contends for (1..=[`MAX_SPIN_MS`]).
+    pub ms: u32,
+    /// CPUs taking part, the BSP included (1..=[`MAX_CPUS`]).
+    pub cpus: u32,
 }
 
 /// What a command line asks for: some checks, then at most one action.
@@ -122,6 +159,14 @@ pub enum CmdlineError<'a> {
     BadIsolation(&'a str),
     /// A second action (only one may run).
     SecondAction(&'a str),
+    /// `spin=` without a number of milliseconds from 1 to [`MAX_SPIN_MS`].
+    BadSpin(&'a str),
+    /// `cpus=` without a number from 1 to [`MAX_CPUS`].
+    BadCpus(&'a str),
+    /// `cpus=<n>` a second time.
+    SecondCpus(&'a str),
+    /// `cpus=<n>` without `spin=<ms>` (nothing else uses more than one CPU).
+    CpusWithoutSpin(&'a str),
 }
 
 impl core::fmt::Display for CmdlineError<'_> {
@@ -130,7 +175,7 @@ impl core::fmt::Display for CmdlineError<'_> {
             CmdlineError::UnknownWord(word) => write!(
                 f,
                 "unknown word \"{word}\" (expected cpuid, ports, mmio, memory, timer, \
-                 isolation=<n>, triple-fault, garbage or spin)"
+                 isolation=<n>, triple-fault, garbage, spin, cpuid-bench, spin=<ms> or cpus=<n>)"
             ),
             CmdlineError::BadIsolation(word) => {
                 write!(f, "\"{word}\": isolation=<n> needs a decimal number")
@@ -138,17 +183,41 @@ impl core::fmt::Display for CmdlineError<'_> {
             CmdlineError::SecondAction(word) => {
                 write!(f, "\"{word}\": only one action may be given")
             }
+            CmdlineError::BadSpin(word) => write!(
+                f,
+                "\"{word}\": spin=<ms> needs a decimal number of milliseconds from 1 to {MAX_SPIN_MS}"
+            ),
+            CmdlineError::BadCpus(word) => write!(
+                f,
+                "\"{word}\": cpus=<n> needs a decimal number of CPUs from 1 to {MAX_CPUS}"
+            ),
+            CmdlineError::SecondCpus(word) => {
+                write!(f, "\"{word}\": cpus=<n> may be given only once")
+            }
+            CmdlineError::CpusWithoutSpin(word) => {
+                write!(f, "\"{word}\": cpus=<n> goes only with spin=<ms>")
+            }
         }
     }
 }
 
+/// `text` as a plain decimal number (digits only: no sign, no spaces), if it fits.
+fn decimal(text: &str) -> Option<u32> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// Parses the Multiboot command line: space-separated check names and at most one action
-/// (`isolation=<n>`, `triple-fault`, `garbage`, `spin`). Words containing `/` are the
-/// kernel's path, which loaders such as QEMU and GRUB put first, and are ignored. No
-/// checks and no action means every check.
+/// (`isolation=<n>`, `triple-fault`, `garbage`, `spin`, `cpuid-bench`, `spin=<ms>`), and
+/// `cpus=<n>` with `spin=<ms>`. Words containing `/` are the kernel's path, which loaders
+/// such as QEMU and GRUB put first, and are ignored. No checks and no action means every
+/// check.
 pub fn parse_cmdline(line: &str) -> Result<Plan, CmdlineError<'_>> {
     let mut checks = 0;
     let mut action = None;
+    let mut cpus: Option<(u32, &str)> = None;
     for word in line.split_ascii_whitespace() {
         if word.contains('/') {
             continue;
@@ -157,7 +226,24 @@ pub fn parse_cmdline(line: &str) -> Result<Plan, CmdlineError<'_>> {
             checks |= check.bit();
             continue;
         }
-        let this = if let Some(number) = word.strip_prefix("isolation=") {
+        if let Some(number) = word.strip_prefix("cpus=") {
+            let n = decimal(number)
+                .filter(|n| (1..=MAX_CPUS).contains(n))
+                .ok_or(CmdlineError::BadCpus(word))?;
+            if cpus.replace((n, word)).is_some() {
+                return Err(CmdlineError::SecondCpus(word));
+            }
+            continue;
+        }
+        let this = if let Some(number) = word.strip_prefix("spin=") {
+            let ms = decimal(number)
+                .filter(|ms| (1..=MAX_SPIN_MS).contains(ms))
+                .ok_or(CmdlineError::BadSpin(word))?;
+            Action::LockSpin(LockSpin {
+                ms,
+                cpus: DEFAULT_SPIN_CPUS,
+            })
+        } else if let Some(number) = word.strip_prefix("isolation=") {
             match number.parse() {
                 Ok(n) if !number.starts_with('+') => Action::Isolation(n),
                 _ => return Err(CmdlineError::BadIsolation(word)),
@@ -173,6 +259,12 @@ pub fn parse_cmdline(line: &str) -> Result<Plan, CmdlineError<'_>> {
         };
         if action.replace(this).is_some() {
             return Err(CmdlineError::SecondAction(word));
+        }
+    }
+    if let Some((n, word)) = cpus {
+        match &mut action {
+            Some(Action::LockSpin(spin)) => spin.cpus = n,
+            _ => return Err(CmdlineError::CpusWithoutSpin(word)),
         }
     }
     if checks == 0 && action.is_none() {
@@ -344,6 +436,199 @@ pub fn tsc_khz(cycles: u64, ticks: u64, count: u64) -> u64 {
     (u128::from(cycles) * u128::from(PIT_HZ) / (pit_clocks * 1000)) as u64
 }
 
+/// PIT input clocks in the one-shot (channel 2, mode 0) the TSC is calibrated over:
+/// 59 659 clocks, 49.9999 ms.
+pub const PIT_CALIBRATION_COUNT: u16 = 59_659;
+
+/// TSC cycles in `us` microseconds at `khz` kHz (rounded down, saturating).
+pub fn us_to_cycles(us: u64, khz: u64) -> u64 {
+    u64::try_from(u128::from(us) * u128::from(khz) / 1000).unwrap_or(u64::MAX)
+}
+
+/// TSC cycles in `ms` milliseconds at `khz` kHz (saturating).
+pub fn ms_to_cycles(ms: u64, khz: u64) -> u64 {
+    ms.saturating_mul(khz)
+}
+
+/// Whole microseconds in `cycles` TSC cycles at `khz` kHz (rounded down; 0 for a rate of
+/// 0).
+pub fn cycles_to_us(cycles: u64, khz: u64) -> u64 {
+    if khz == 0 {
+        return 0;
+    }
+    (u128::from(cycles) * 1000 / u128::from(khz)) as u64
+}
+
+/// `part` in `scale`ths of `whole` (100: percent, 1000: per mille), rounded down; 0 for
+/// a `whole` of 0.
+pub fn fraction(part: u64, whole: u64, scale: u64) -> u64 {
+    if whole == 0 {
+        return 0;
+    }
+    (u128::from(part) * u128::from(scale) / u128::from(whole)) as u64
+}
+
+/// What one CPU saw in a lock-spin run (all times in TSC cycles).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpinFigures {
+    /// Times it took the lock.
+    pub acquisitions: u64,
+    /// Cycles it ran while waiting for the lock (from each first attempt to the
+    /// acquisition, less time it was descheduled), summed.
+    pub spin_cycles: u64,
+    /// The longest stretch it spun at once, without being descheduled.
+    pub longest_spin: u64,
+    /// Cycles it ran from the common start to the end of its last round.
+    pub run_cycles: u64,
+}
+
+impl SpinFigures {
+    /// Counts one acquisition after `spin` cycles of spinning, `longest` of them at once.
+    pub fn record(&mut self, spin: u64, longest: u64) {
+        self.acquisitions += 1;
+        self.spin_cycles = self.spin_cycles.saturating_add(spin);
+        self.longest_spin = self.longest_spin.max(longest);
+    }
+
+    /// Percent of its run time spent spinning.
+    pub fn percent_spun(&self) -> u64 {
+        fraction(self.spin_cycles, self.run_cycles, 100)
+    }
+
+    /// Per mille of its run time spent spinning.
+    pub fn permille_spun(&self) -> u64 {
+        fraction(self.spin_cycles, self.run_cycles, 1000)
+    }
+
+    /// All CPUs together: acquisitions, spin and run cycles summed, the longest spin of
+    /// any (so the summary's per mille is of the CPUs' time taken together).
+    pub fn total(all: &[SpinFigures]) -> SpinFigures {
+        all.iter()
+            .fold(SpinFigures::default(), |sum, cpu| SpinFigures {
+                acquisitions: sum.acquisitions + cpu.acquisitions,
+                spin_cycles: sum.spin_cycles.saturating_add(cpu.spin_cycles),
+                longest_spin: sum.longest_spin.max(cpu.longest_spin),
+                run_cycles: sum.run_cycles.saturating_add(cpu.run_cycles),
+            })
+    }
+}
+
+/// A CPU's clock readings, telling the time it ran from the time it did not: a jump of
+/// more than `gap` cycles between two readings (the CPU was descheduled: a vCPU whose
+/// host CPU ran something else) is time away.
+struct RunClock<F> {
+    now: F,
+    gap: u64,
+    /// The last reading (`None` before the first).
+    last: Option<u64>,
+    away: u64,
+}
+
+impl<F: FnMut() -> u64> RunClock<F> {
+    const fn new(now: F, gap: u64) -> Self {
+        Self {
+            now,
+            gap,
+            last: None,
+            away: 0,
+        }
+    }
+
+    /// The time now, and the last reading before it if the CPU was away in between.
+    fn read(&mut self) -> (u64, Option<u64>) {
+        let t = (self.now)();
+        let before = self.last.replace(t);
+        match before {
+            Some(before) if t.wrapping_sub(before) > self.gap => {
+                self.away = self.away.saturating_add(t.wrapping_sub(before));
+                (t, Some(before))
+            }
+            _ => (t, None),
+        }
+    }
+}
+
+/// One CPU's part of a lock-spin run, on the clock `now` (the TSC in the guest): waits
+/// until `start`, then until `now()` reaches `end` takes `lock` (test-and-set with a
+/// `pause` between attempts), holds it for `hold` cycles, releases it and works `work`
+/// cycles outside it. Every CPU calls this with the same `lock`, `start` and `end`.
+///
+/// A spin is the time the CPU ran while waiting for the lock: a jump of the clock of more
+/// than `gap` cycles between two readings is time the CPU was descheduled, not spent
+/// spinning, and it ends one stretch of spinning (`longest_spin` is the longest stretch
+/// the CPU burned at once). `run_cycles` leaves such time out too.
+pub fn contend(
+    lock: &AtomicBool,
+    now: impl FnMut() -> u64,
+    start: u64,
+    end: u64,
+    hold: u64,
+    work: u64,
+    gap: u64,
+) -> SpinFigures {
+    let mut clock = RunClock::new(now, gap);
+    let busy_until = |clock: &mut RunClock<_>, from: u64, cycles: u64| loop {
+        let (t, _) = clock.read();
+        if t.wrapping_sub(from) >= cycles {
+            return t;
+        }
+    };
+    let mut figures = SpinFigures::default();
+    let (mut t, _) = clock.read();
+    while t < start {
+        core::hint::spin_loop();
+        (t, _) = clock.read();
+    }
+    clock.away = 0;
+    while t < end {
+        // Stretches of spinning while running, between times away.
+        let mut stretch = t;
+        let mut burned = 0u64;
+        let mut longest = 0u64;
+        let end_stretch = |from: u64, to: u64, burned: &mut u64, longest: &mut u64| {
+            let length = to.wrapping_sub(from);
+            *burned = burned.saturating_add(length);
+            *longest = (*longest).max(length);
+        };
+        let acquired = loop {
+            let taken = !lock.swap(true, Ordering::Acquire);
+            let (now, away_since) = clock.read();
+            if let Some(before) = away_since {
+                end_stretch(stretch, before, &mut burned, &mut longest);
+                stretch = now;
+            }
+            if taken {
+                break now;
+            }
+            core::hint::spin_loop();
+        };
+        end_stretch(stretch, acquired, &mut burned, &mut longest);
+        figures.record(burned, longest);
+        let held = busy_until(&mut clock, acquired, hold);
+        lock.store(false, Ordering::Release);
+        busy_until(&mut clock, held, work);
+        (t, _) = clock.read();
+    }
+    figures.run_cycles = t.wrapping_sub(start).saturating_sub(clock.away);
+    figures
+}
+
+/// Whether `[start, end)` is wholly free RAM: within one piece [`for_each_free`] gives
+/// for `usable`, `reserved` and `limit`.
+pub fn range_is_free(
+    usable: &[(u64, u64)],
+    reserved: &[(u64, u64)],
+    limit: u64,
+    start: u64,
+    end: u64,
+) -> bool {
+    let mut free = false;
+    for_each_free(usable, reserved, limit, |piece_start, piece_end| {
+        free |= piece_start <= start && end <= piece_end;
+    });
+    free
+}
+
 /// Bytes of an isolation marker.
 pub const MARKER_LEN: usize = 64;
 
@@ -474,12 +759,388 @@ mod tests {
             exit::MARKERS_LOST,
             exit::PANIC,
             exit::NO_SHUTDOWN,
+            exit::CPU_NOT_STARTED,
+            exit::CPU_NOT_DONE,
+            exit::NO_TSC_RATE,
         ]);
         assert!(codes.iter().all(|&c| c != exit::PASS));
         let mut unique = codes.clone();
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), codes.len());
+    }
+
+    #[test]
+    fn spin_takes_milliseconds_and_cpus_defaults_to_two() {
+        let plan = parse_cmdline("/boot/testguest spin=1500").unwrap();
+        assert!(checks(&plan).is_empty());
+        assert_eq!(
+            plan.action,
+            Some(Action::LockSpin(LockSpin { ms: 1500, cpus: 2 }))
+        );
+        // cpus=<n> before or after spin=, with checks, and at both ends of its range.
+        let plan = parse_cmdline("cpus=4 timer spin=1").unwrap();
+        assert_eq!(checks(&plan), ["timer"]);
+        assert_eq!(
+            plan.action,
+            Some(Action::LockSpin(LockSpin { ms: 1, cpus: 4 }))
+        );
+        assert_eq!(
+            parse_cmdline("spin=600000 cpus=16").unwrap().action,
+            Some(Action::LockSpin(LockSpin {
+                ms: 600_000,
+                cpus: 16
+            }))
+        );
+        assert_eq!(
+            parse_cmdline("spin=07 cpus=1").unwrap().action,
+            Some(Action::LockSpin(LockSpin { ms: 7, cpus: 1 }))
+        );
+        // Plain `spin` is still the endless loop.
+        assert_eq!(parse_cmdline("spin").unwrap().action, Some(Action::Spin));
+    }
+
+    #[test]
+    fn bad_spin_and_cpus_words_are_refused() {
+        for word in [
+            "spin=0",
+            "spin=abc",
+            "spin=",
+            "spin=+5",
+            "spin=-5",
+            "spin=1.5",
+            "spin=600001",
+            "spin=99999999999",
+        ] {
+            assert_eq!(parse_cmdline(word), Err(CmdlineError::BadSpin(word)));
+        }
+        for word in [
+            "cpus=0",
+            "cpus=17",
+            "cpus=",
+            "cpus=two",
+            "cpus=+2",
+            "cpus=4294967296",
+        ] {
+            let line = format!("spin=10 {word}");
+            assert_eq!(parse_cmdline(&line), Err(CmdlineError::BadCpus(word)));
+        }
+        assert_eq!(
+            parse_cmdline("spin=10 cpus=2 cpus=3"),
+            Err(CmdlineError::SecondCpus("cpus=3"))
+        );
+        assert_eq!(
+            parse_cmdline("cpus=2"),
+            Err(CmdlineError::CpusWithoutSpin("cpus=2"))
+        );
+        assert_eq!(
+            parse_cmdline("cpus=2 spin"),
+            Err(CmdlineError::CpusWithoutSpin("cpus=2"))
+        );
+        assert_eq!(
+            parse_cmdline("spin=10 spin=20"),
+            Err(CmdlineError::SecondAction("spin=20"))
+        );
+        assert_eq!(
+            parse_cmdline("isolation=1 spin=20"),
+            Err(CmdlineError::SecondAction("spin=20"))
+        );
+        assert_eq!(
+            CmdlineError::BadSpin("spin=0").to_string(),
+            "\"spin=0\": spin=<ms> needs a decimal number of milliseconds from 1 to 600000"
+        );
+        assert_eq!(
+            CmdlineError::BadCpus("cpus=17").to_string(),
+            "\"cpus=17\": cpus=<n> needs a decimal number of CPUs from 1 to 16"
+        );
+        assert!(
+            CmdlineError::CpusWithoutSpin("cpus=2")
+                .to_string()
+                .contains("only with spin=<ms>")
+        );
+        assert!(
+            CmdlineError::UnknownWord("x")
+                .to_string()
+                .contains("spin=<ms>")
+        );
+    }
+
+    #[test]
+    fn cycles_convert_at_the_calibrated_rate() {
+        // 2.5 GHz: 2 500 000 kHz.
+        let khz = 2_500_000;
+        assert_eq!(us_to_cycles(LOCK_HOLD_US, khz), 125_000);
+        assert_eq!(us_to_cycles(1, 1_999), 1); // 1.999 cycles, rounded down
+        assert_eq!(us_to_cycles(u64::MAX, u64::MAX), u64::MAX);
+        assert_eq!(ms_to_cycles(1500, khz), 3_750_000_000);
+        assert_eq!(ms_to_cycles(u64::MAX, 2), u64::MAX);
+        assert_eq!(cycles_to_us(125_000, khz), 50);
+        assert_eq!(cycles_to_us(124_999, khz), 49);
+        assert_eq!(cycles_to_us(3_750_000_000, khz), 1_500_000);
+        // No overflow for large counts: 2^64 - 1 cycles at 1 MHz.
+        assert_eq!(cycles_to_us(u64::MAX, 1000), u64::MAX);
+        assert_eq!(cycles_to_us(5, 0), 0);
+        // A 50 ms PIT one-shot that took 125 000 000 cycles: 2.5 GHz.
+        assert_eq!(
+            tsc_khz(125_000_000, 1, u64::from(PIT_CALIBRATION_COUNT)),
+            2_500_004
+        );
+    }
+
+    #[test]
+    fn fractions_round_down_and_survive_zero() {
+        assert_eq!(fraction(1, 3, 100), 33);
+        assert_eq!(fraction(2, 3, 100), 66);
+        assert_eq!(fraction(2, 3, 1000), 666);
+        assert_eq!(fraction(3, 3, 1000), 1000);
+        assert_eq!(fraction(7, 0, 100), 0);
+        assert_eq!(fraction(u64::MAX, u64::MAX, 1000), 1000);
+    }
+
+    #[test]
+    fn spin_figures_record_and_total() {
+        let mut a = SpinFigures::default();
+        a.record(100, 100);
+        a.record(300, 200);
+        a.record(0, 0);
+        a.run_cycles = 2000;
+        assert_eq!(
+            a,
+            SpinFigures {
+                acquisitions: 3,
+                spin_cycles: 400,
+                longest_spin: 200,
+                run_cycles: 2000
+            }
+        );
+        assert_eq!(a.percent_spun(), 20);
+        assert_eq!(a.permille_spun(), 200);
+        let b = SpinFigures {
+            acquisitions: 5,
+            spin_cycles: 1100,
+            longest_spin: 700,
+            run_cycles: 3000,
+        };
+        assert_eq!(b.percent_spun(), 36); // 36.67, rounded down
+        let total = SpinFigures::total(&[a, b]);
+        assert_eq!(
+            total,
+            SpinFigures {
+                acquisitions: 8,
+                spin_cycles: 1500,
+                longest_spin: 700,
+                run_cycles: 5000
+            }
+        );
+        // The summary's per mille is of all CPUs' time: 1500 / 5000, not a mean of ratios.
+        assert_eq!(total.permille_spun(), 300);
+        assert_eq!(SpinFigures::total(&[]), SpinFigures::default());
+    }
+
+    #[test]
+    fn contend_counts_rounds_on_a_stepping_clock() {
+        // Every reading of the clock advances it by one cycle. A round: the first attempt
+        // (t), the acquisition (t + 1: a spin of 1), `hold` readings, `work` readings, so
+        // the next attempt is at t + hold + work + 2 = t + 200.
+        let lock = AtomicBool::new(false);
+        let mut clock = 0u64;
+        let figures = contend(
+            &lock,
+            || {
+                let t = clock;
+                clock += 1;
+                t
+            },
+            0,
+            1000,
+            99,
+            99,
+            u64::MAX,
+        );
+        assert_eq!(
+            figures,
+            SpinFigures {
+                acquisitions: 5,
+                spin_cycles: 5,
+                longest_spin: 1,
+                run_cycles: 1000
+            }
+        );
+        assert!(!lock.load(Ordering::Relaxed), "released at the end");
+        // Nothing before `start`; the run is counted from `start`.
+        let mut clock = 0u64;
+        let figures = contend(
+            &lock,
+            || {
+                clock += 1;
+                clock
+            },
+            500,
+            700,
+            49,
+            49,
+            u64::MAX,
+        );
+        assert_eq!(figures.acquisitions, 2);
+        assert_eq!(figures.run_cycles, 200);
+    }
+
+    #[test]
+    fn time_away_is_not_spinning() {
+        // The lock is held; the clock steps one cycle per reading, but jumps 1000 cycles
+        // (the CPU was descheduled) at the 10th reading, and the holder lets go at the
+        // 20th. Spun: the stretches before and after the jump, not the jump.
+        let lock = AtomicBool::new(true);
+        let mut reads = 0u64;
+        let mut clock = 0u64;
+        let figures = contend(
+            &lock,
+            || {
+                reads += 1;
+                clock += if reads == 10 { 1000 } else { 1 };
+                if reads == 20 {
+                    lock.store(false, Ordering::Release);
+                }
+                clock
+            },
+            0,
+            2,
+            0,
+            0,
+            100,
+        );
+        assert_eq!(figures.acquisitions, 1, "{figures:?}");
+        // From the first reading (1) to the last before the jump (9), then from the jump
+        // (1009) to the acquisition at the 21st reading (1020).
+        assert_eq!(figures.spin_cycles, 8 + 11, "{figures:?}");
+        assert_eq!(figures.longest_spin, 11, "{figures:?}");
+        assert!(
+            figures.run_cycles < 100,
+            "time away is left out: {figures:?}"
+        );
+        // Without a gap the whole wait is a spin.
+        let lock = AtomicBool::new(true);
+        let (mut reads, mut clock) = (0u64, 0u64);
+        let figures = contend(
+            &lock,
+            || {
+                reads += 1;
+                clock += if reads == 10 { 1000 } else { 1 };
+                if reads == 20 {
+                    lock.store(false, Ordering::Release);
+                }
+                clock
+            },
+            0,
+            2,
+            0,
+            0,
+            u64::MAX,
+        );
+        assert_eq!(figures.longest_spin, 1019, "{figures:?}");
+    }
+
+    /// Nanoseconds since `base`: the host's stand-in for the TSC.
+    fn nanos(base: std::time::Instant) -> u64 {
+        base.elapsed().as_nanos() as u64
+    }
+
+    #[test]
+    fn contend_times_a_spin_on_a_held_lock() {
+        use std::sync::atomic::AtomicBool as Flag;
+        let base = std::time::Instant::now();
+        let lock = AtomicBool::new(true);
+        let attempting = Flag::new(false);
+        let figures = std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                let start = nanos(base);
+                let clock = || {
+                    attempting.store(true, Ordering::Release);
+                    nanos(base)
+                };
+                contend(
+                    &lock,
+                    clock,
+                    start,
+                    start + 50_000_000,
+                    1000,
+                    1000,
+                    u64::MAX,
+                )
+            });
+            // Released 20 ms after the waiter first read the clock, just before its first
+            // attempt: that wait is its first (and longest) spin.
+            while !attempting.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            lock.store(false, Ordering::Release);
+            waiter.join().unwrap()
+        });
+        assert!(figures.acquisitions >= 1, "{figures:?}");
+        assert!(figures.longest_spin >= 20_000_000, "{figures:?}");
+        assert!(figures.spin_cycles >= figures.longest_spin, "{figures:?}");
+        assert!(figures.run_cycles >= 50_000_000, "{figures:?}");
+        assert!(figures.spin_cycles < figures.run_cycles, "{figures:?}");
+        assert!(!lock.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn contending_threads_hold_the_lock_one_at_a_time() {
+        // Four threads for 20 ms, each holding 100 us and working 2 us between holds.
+        // Holds never overlap, so all of them together fit in the longest run; without
+        // the lock each thread would hold for nearly all of its run (however the host
+        // shares its CPUs out: a thread preempted while holding still holds), four times
+        // the run between them.
+        const HOLD: u64 = 100_000;
+        const WORK: u64 = 2_000;
+        let base = std::time::Instant::now();
+        let lock = AtomicBool::new(false);
+        let start = nanos(base) + 2_000_000;
+        let end = start + 20_000_000;
+        let all: Vec<SpinFigures> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| contend(&lock, || nanos(base), start, end, HOLD, WORK, u64::MAX))
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let total = SpinFigures::total(&all);
+        let longest_run = all.iter().map(|f| f.run_cycles).max().unwrap();
+        assert!(total.acquisitions >= 1, "{all:?}");
+        assert!(total.acquisitions * HOLD <= longest_run, "{all:?}");
+        for figures in &all {
+            assert!(figures.run_cycles >= end - start, "{figures:?}");
+            assert!(figures.spin_cycles <= figures.run_cycles, "{figures:?}");
+            assert!(figures.longest_spin <= figures.spin_cycles, "{figures:?}");
+        }
+        assert!(!lock.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn trampoline_page_must_be_free_ram() {
+        let usable = [(0, 0x9fc00), (0x10_0000, 0x800_0000)];
+        let image = (0x10_0000, 0x14_0000);
+        assert!(range_is_free(&usable, &[image], 1 << 32, 0x8000, 0x9000));
+        // Page 0, the image, the hole below 1 MiB and a range spanning two pieces are not.
+        assert!(!range_is_free(&usable, &[image], 1 << 32, 0, 0x1000));
+        assert!(!range_is_free(
+            &usable,
+            &[image],
+            1 << 32,
+            0x10_0000,
+            0x10_1000
+        ));
+        assert!(!range_is_free(&usable, &[image], 1 << 32, 0x9f000, 0xa0000));
+        assert!(!range_is_free(
+            &usable,
+            &[(0x8800, 0x8900)],
+            1 << 32,
+            0x8000,
+            0x9000
+        ));
+        assert!(!range_is_free(&[], &[], 1 << 32, 0x8000, 0x9000));
     }
 
     fn info_bytes(flags: u32) -> [u8; INFO_LEN] {

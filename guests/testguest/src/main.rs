@@ -4,7 +4,8 @@
 //! The command line picks what runs (see `guests/README.md`): by default the `cpuid`,
 //! `ports`, `mmio`, `memory` and `timer` checks, then `testguest: all checks passed` and
 //! exit code 0 through the debug-exit port 0xf4; or `isolation=<n>`, `triple-fault`,
-//! `garbage`, `spin`. Every failure prints `testguest: FAILED <what>: <detail>` and exits
+//! `garbage`, `spin`, `cpuid-bench`, or `spin=<ms>` (with `cpus=<n>`: a lock measurement
+//! on several vCPUs). Every failure prints `testguest: FAILED <what>: <detail>` and exits
 //! with its own code ([`esker_testguest::exit`], [`esker_testguest::Check::exit_code`]).
 //!
 //! Built for `x86_64-unknown-none` only (`cargo build -p esker-testguest --target
@@ -27,6 +28,8 @@ mod cpu;
 mod interrupts;
 #[cfg(target_os = "none")]
 mod phys;
+#[cfg(target_os = "none")]
+mod smp;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -94,6 +97,7 @@ extern "C" fn guest_main(magic: u32, info_addr: u32) -> ! {
         Some(Action::Garbage) => actions::garbage(),
         Some(Action::Spin) => actions::spin(),
         Some(Action::CpuidBench) => actions::cpuid_bench(),
+        Some(Action::LockSpin(spin)) => smp::lock_spin(spin, &boot, image),
     }
 }
 

@@ -38,8 +38,19 @@ pub unsafe fn read_u64(addr: u64) -> u64 {
 /// `addr` must be 4-byte aligned, in [4 KiB, [`MAPPED_LIMIT`]), and a device register
 /// whose read has no side effect on the guest's memory (or RAM outside the image).
 pub unsafe fn read_u32(addr: u64) -> u32 {
-    // SAFETY: identity-mapped, aligned, non-null: the caller's promise.
-    unsafe { (addr as *const u32).read_volatile() }
+    let value: u32;
+    // SAFETY: identity-mapped, aligned, non-null: the caller's promise. One `mov`, as
+    // Linux's `readl` does: a volatile read may be folded into `test`/`cmp` with memory,
+    // which the monitor's MMIO emulation does not do.
+    unsafe {
+        core::arch::asm!(
+            "mov {value:e}, dword ptr [{addr}]",
+            addr = in(reg) addr,
+            value = out(reg) value,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    value
 }
 
 /// Copies `buf.len()` bytes from physical `addr`.

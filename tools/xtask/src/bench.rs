@@ -34,6 +34,8 @@ mod vm;
 
 /// Boots measured for the median boot time.
 const BOOT_RUNS: usize = 5;
+/// The scheduler's time slice (µs), for the co-scheduling figures.
+const SLICE_US: u64 = esker_kernel_core::sched::SLICE_NS / 1000;
 /// Longest a boot may take before the bench gives up on it (the machine is shared).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -286,6 +288,50 @@ pub fn run() -> Result<ExitCode> {
         )?
         .with_target(format!("split {} of 0.5/0.25/0.25", shown(fractions))),
     );
+
+    // A guest spinning on a lock its descheduled sibling holds: how long at most, with
+    // relaxed co-scheduling and without (1 host CPU, icount: guest time).
+    let relaxed = vm::cospin(&host, true)?;
+    let off = vm::cospin(&host, false)?;
+    println!(
+        "bench: 2 vCPUs on one lock, 1 host CPU: longest spin {} us with relaxed \
+         co-scheduling, {} us without (slice {} us); spun {} vs {} per mille; {} vs {} \
+         acquisitions in {} ms",
+        relaxed.longest_us,
+        off.longest_us,
+        SLICE_US,
+        relaxed.spun_permille,
+        off.spun_permille,
+        relaxed.acquisitions,
+        off.acquisitions,
+        vm::COSPIN_MS
+    );
+    for (name, value, unit) in [
+        ("vsmp_longest_spin_us_coscheduled", relaxed.longest_us, "us"),
+        ("vsmp_longest_spin_us_independent", off.longest_us, "us"),
+        (
+            "vsmp_spin_permille_coscheduled",
+            relaxed.spun_permille,
+            "permille",
+        ),
+        (
+            "vsmp_spin_permille_independent",
+            off.spun_permille,
+            "permille",
+        ),
+        (
+            "vsmp_lock_acquisitions_coscheduled",
+            relaxed.acquisitions,
+            "acquisitions",
+        ),
+        (
+            "vsmp_lock_acquisitions_independent",
+            off.acquisitions,
+            "acquisitions",
+        ),
+    ] {
+        results.push(Measurement::count(name, value, unit));
+    }
 
     let sizes = SizeSummary::of(&alloc_sections(&image.elf)?);
     for (name, value) in [
@@ -558,6 +604,24 @@ fn round(value: f64, decimals: i32) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_guests_spin_summary_is_read() {
+        let figures = super::vm::Cospin::parse(
+            "testguest: spin: 10234 acquisitions in 1500 ms, spun 412 per mille, longest \
+             spin 3107 us",
+        )
+        .expect("parses");
+        assert_eq!(
+            (
+                figures.acquisitions,
+                figures.spun_permille,
+                figures.longest_us
+            ),
+            (10234, 412, 3107)
+        );
+        assert!(super::vm::Cospin::parse("testguest: spin: 2 cpus up").is_none());
+    }
+
     use super::*;
 
     #[test]

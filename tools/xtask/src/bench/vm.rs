@@ -91,6 +91,87 @@ pub fn cpuid(host: &Host) -> Result<Cpuid> {
     }
 }
 
+/// Guest time the co-scheduling benchmark's vCPUs take turns on their lock (ms).
+pub const COSPIN_MS: u64 = 1500;
+
+/// What the test guest's `spin` measurement reported for one VM.
+pub struct Cospin {
+    /// Lock acquisitions of both vCPUs together.
+    pub acquisitions: u64,
+    /// Time spent spinning, per mille of the vCPUs' time.
+    pub spun_permille: u64,
+    /// The longest a vCPU spun for the lock at once (µs of guest time).
+    pub longest_us: u64,
+}
+
+impl Cospin {
+    /// Reads the guest's summary line (`... N acquisitions in T ms, spun P per mille,
+    /// longest spin U us`).
+    pub fn parse(text: &str) -> Option<Self> {
+        let number_before = |key: &str| -> Option<u64> {
+            let (head, _) = text.split_once(key)?;
+            head.split_whitespace().last()?.parse().ok()
+        };
+        Some(Self {
+            acquisitions: number_before(" acquisitions")?,
+            spun_permille: number_before(" per mille")?,
+            longest_us: super::number_after(text, "longest spin ")?,
+        })
+    }
+}
+
+/// Boots a two-vCPU test guest whose vCPUs take turns on one spinlock, on one host CPU
+/// under icount (so the vCPUs share it and a lock holder is sometimes descheduled), with
+/// relaxed co-scheduling (`coschedule`) or without; returns what the guest measured.
+pub fn cospin(host: &Host, coschedule: bool) -> Result<Cospin> {
+    let guest = guest::build_testguest().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let name = if coschedule { "cospin" } else { "cospin-off" };
+    let dir = cargo::target_dir().join(format!("image-bench-{name}"));
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files)?;
+    std::fs::copy(&guest, files.join("testguest.elf"))?;
+    let config = files.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"{name}\"\nmemory_mb = 32\nvcpus = 2\nkernel = \"testguest.elf\"\n\
+             cmdline = \"spin={COSPIN_MS}\"\ncpu.coschedule = \"{}\"\n",
+            if coschedule { "relaxed" } else { "off" }
+        ),
+    )?;
+    let vm = vms::load(&config)?;
+    let manifest = vms::write_manifest(&image::default_manifest(), &[vm], &dir)?;
+    let image = image::build_with(host, Flavor::Normal, &manifest, &dir)?;
+    let mut qemu_config = QemuConfig::pvh(&image.dir, None);
+    qemu_config.icount = true;
+    qemu_config.cpus = 1;
+    println!("bench: {}", qemu_config.command_line());
+    let mut qemu = QemuRun::spawn(&qemu_config, LogDecoder::new(&image.dir)?, None)?;
+    let mut log = Vec::new();
+    let line = loop {
+        let left = CPUID_TIMEOUT.saturating_sub(qemu.started().elapsed());
+        let event = match qemu.recv_timeout(left) {
+            Ok(timed) => timed.event,
+            Err(_) => bail!(
+                "no spin figures within {CPUID_TIMEOUT:?}; log:\n{}",
+                log.join("\n")
+            ),
+        };
+        log.push(event.to_string());
+        if event.source == name {
+            if event.text.contains("testguest: spin: ") && event.text.contains("longest spin") {
+                break event.text;
+            }
+            if event.text.contains("powered off") || event.text.contains("FAILED") {
+                bail!("the co-scheduling benchmark VM failed: {}", event.text);
+            }
+        }
+    };
+    qemu.kill();
+    println!("bench: {name}: {line}");
+    Cospin::parse(&line).with_context(|| format!("cannot read the spin figures in {line:?}"))
+}
+
 /// The Linux boot comparison.
 pub struct LinuxBoot {
     /// Median wall time from QEMU's start to the first user-space line, Esker.
