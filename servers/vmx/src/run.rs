@@ -243,7 +243,15 @@ fn boot(rt: &esker_rt::Runtime) -> Result<(&'static Running, ExitReply), String>
     // guest that changes its own code under an exit only confuses itself.
     let memory: &'static mut [u8] =
         unsafe { core::slice::from_raw_parts_mut(RAM_AT as *mut u8, ram_size as usize) };
-    let loaded = esker_vmx::loader::load(memory, kernel, initrd, &config.cmdline)
+    let tsc_khz = sys::tsc_khz().map_err(|e| alloc::format!("no clock: {}", e.describe()))?;
+    // The guest reads the host's TSC: a Linux guest is told its rate.
+    let cmdline = match esker_vmx::loader::detect(kernel) {
+        Ok(esker_vmx::loader::ImageKind::LinuxBzImage) => {
+            esker_vmx::loader::linux::command_line_with_tsc(&config.cmdline, tsc_khz)
+        }
+        _ => config.cmdline.clone(),
+    };
+    let loaded = esker_vmx::loader::load(memory, kernel, initrd, &cmdline)
         .map_err(|e| alloc::format!("vm {name}: cannot load {}: {e}", config.kernel))?;
     if vcpus.len() > 1 {
         // The processors as the guest's CPUID describes them.
@@ -267,7 +275,6 @@ fn boot(rt: &esker_rt::Runtime) -> Result<(&'static Running, ExitReply), String>
         if config.vcpus == 1 { "" } else { "s" },
         loaded.summary
     ));
-    let tsc_khz = sys::tsc_khz().map_err(|e| alloc::format!("no clock: {}", e.describe()))?;
     let clock = esker_rt::time::Monotonic::with_tsc_khz(tsc_khz);
     let mut monitor: Monitor<[u8]> =
         Monitor::with_vcpus(&name, ram_size, 1_700_000_000, host_cpuid, vcpus.len());

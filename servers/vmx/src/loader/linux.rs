@@ -294,6 +294,22 @@ pub const fn flat_descriptor(attributes: SegmentAttributes) -> u64 {
     0xffff | (access << 40) | (0xf << 48) | (flags << 52)
 }
 
+/// `cmdline` with the guest's TSC rate (`tsc_early_khz=<khz>`) added, unless it sets
+/// one already or the rate is unknown (0). Linux otherwise calibrates its TSC against the
+/// PIT, which takes thousands of port reads in a few milliseconds — too many for a guest
+/// whose every port access is an exit — fails, marks the TSC unstable and keeps time with
+/// jiffies; told the rate, it uses the TSC as its clock and the TSC-deadline timer.
+pub fn command_line_with_tsc(cmdline: &str, tsc_khz: u64) -> String {
+    let given = cmdline
+        .split_ascii_whitespace()
+        .any(|word| word.starts_with("tsc_early_khz="));
+    if given || tsc_khz == 0 {
+        return cmdline.into();
+    }
+    let separator = if cmdline.is_empty() { "" } else { " " };
+    format!("{cmdline}{separator}tsc_early_khz={tsc_khz}")
+}
+
 /// Loads the bzImage `image` into `memory` with an optional `initrd` and `cmdline`.
 pub fn load<M: GuestMemory + ?Sized>(
     memory: &mut M,

@@ -1103,3 +1103,27 @@ fn real_debian_kernel_loads_when_present() {
     assert!(loaded.summary.starts_with("Linux "));
     assert_eq!(memory[linux::ZERO_PAGE as usize + 0x210], 0xff);
 }
+
+#[test]
+fn a_linux_guest_is_told_its_tsc_rate_once() {
+    use super::linux::command_line_with_tsc;
+    assert_eq!(
+        command_line_with_tsc("console=ttyS0 noapic", 2_600_000),
+        "console=ttyS0 noapic tsc_early_khz=2600000"
+    );
+    assert_eq!(
+        command_line_with_tsc("", 1_000_000),
+        "tsc_early_khz=1000000"
+    );
+    // The user's own setting wins; an unknown rate adds nothing.
+    assert_eq!(
+        command_line_with_tsc("tsc_early_khz=3000000 quiet", 2_600_000),
+        "tsc_early_khz=3000000 quiet"
+    );
+    assert_eq!(command_line_with_tsc("quiet", 0), "quiet");
+    // A word that merely contains the name is not a setting.
+    assert_eq!(
+        command_line_with_tsc("x.tsc_early_khz=1", 5),
+        "x.tsc_early_khz=1 tsc_early_khz=5"
+    );
+}
