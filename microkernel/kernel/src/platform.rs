@@ -4,6 +4,7 @@
 use esker_kernel_core::addr::{PhysAddr, PhysFrame};
 use esker_kernel_core::logframe::{Kind, SourceId};
 use esker_kernel_core::paging::PageTable;
+use esker_kernel_core::sched::Topology;
 use esker_kernel_core::system::Platform;
 use x86_64::instructions::port::Port;
 use x86_64::registers::control::Cr3;
@@ -136,6 +137,26 @@ impl Platform for KernelPlatform {
     fn svm_limits(&self) -> Option<HostLimits> {
         svm::limits()
     }
+
+    fn topology(&self) -> Topology {
+        if SMT_PAIRS.load(core::sync::atomic::Ordering::Acquire) {
+            Topology::SmtPairs
+        } else {
+            Topology::Flat
+        }
+    }
+}
+
+/// The CPUs are scheduled as hyper-threaded pairs (set once at boot, before the worlds are
+/// created).
+static SMT_PAIRS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Records how the CPUs share cores, for [`Platform::topology`].
+pub fn set_topology(topology: Topology) {
+    SMT_PAIRS.store(
+        topology == Topology::SmtPairs,
+        core::sync::atomic::Ordering::Release,
+    );
 }
 
 /// Makes `root` the loaded address space (no CR3 write, so no TLB flush, if it already

@@ -13,10 +13,11 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use esker_kernel_core::manifest::{BundleError, BundleView};
+use esker_kernel_core::sched::{Topology, topology};
 use esker_kernel_core::system::{Next, Registers, System, VmExitAction};
 use spin::{Mutex, MutexGuard};
 
-use crate::arch::x86_64::{cpu, lapic, pic, serial, smp, svm, syscall};
+use crate::arch::x86_64::{MAX_CPUS, cpu, lapic, pic, serial, smp, svm, syscall};
 use crate::platform::{self, KernelPlatform};
 
 /// The bundle (`cargo xtask image` packs the manifest and every world's program into it).
@@ -45,6 +46,7 @@ pub fn boot() -> usize {
     let mut system = SYSTEM.lock();
     let cpus = system.set_cpu_count(smp::online());
     defmt::info!("sched: scheduling on {=usize} CPUs", cpus);
+    platform::set_topology(detect_topology(cpus));
     let result = system.instantiate(&mut KernelPlatform::new(), &bundle, |what, name, error| {
         defmt::error!(
             "{=str} {=str}: not created: {}",
@@ -76,6 +78,41 @@ pub fn boot() -> usize {
         crate::memory::free_frames()
     );
     system.live_worlds()
+}
+
+/// How the first `cpus` CPUs share cores, from their APIC ids and the boot CPU's CPUID;
+/// logs what it found.
+fn detect_topology(cpus: usize) -> Topology {
+    let shift = cpu::smt_shift();
+    let ids: heapless::Vec<u32, MAX_CPUS> =
+        (0..cpus).map_while(smp::apic_id).take(MAX_CPUS).collect();
+    if ids.len() != cpus {
+        defmt::warn!(
+            "sched: topology: the APIC ids of CPUs {=usize} and up are unknown; scheduled as flat",
+            ids.len()
+        );
+        return Topology::Flat;
+    }
+    let detected = topology::detect(&ids, shift.bits);
+    if detected.reason().is_some() {
+        // Sibling threads the scheduler cannot pair: it still runs, unaware of them.
+        defmt::warn!(
+            "sched: topology: {}; APIC ids {=[?]}, SMT shift {=u32} from {=str}",
+            defmt::Display2Format(&detected),
+            &ids[..],
+            shift.bits,
+            shift.source.as_str()
+        );
+    } else {
+        defmt::info!(
+            "sched: topology: {}; APIC ids {=[?]}, SMT shift {=u32} from {=str}",
+            defmt::Display2Format(&detected),
+            &ids[..],
+            shift.bits,
+            shift.source.as_str()
+        );
+    }
+    detected.topology
 }
 
 /// Takes the system lock on this CPU and points the system at this CPU's dispatch

@@ -89,6 +89,7 @@ mod heap;
 mod placement;
 #[cfg(test)]
 mod tests;
+pub mod topology;
 
 pub use error::{AdmissionError, ConfigError, GroupError, NoSuchEntity};
 
@@ -126,7 +127,7 @@ pub type Scheduler = SchedulerOf<MAX_CPUS, MAX_ENTITIES>;
 
 const _: () = assert!(core::mem::size_of::<Scheduler>() < 192 * 1024);
 
-/// How logical CPUs share cores.
+/// How logical CPUs share cores ([`topology::detect`] decides it from the APIC ids).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Topology {
     /// Every CPU is a core of its own.

@@ -163,6 +163,12 @@ pub trait Platform {
     /// What this CPU's SVM accepts, `None` if it cannot run guests (no SVM or no nested
     /// paging).
     fn svm_limits(&self) -> Option<crate::virt::svm::HostLimits>;
+    /// How the CPUs the system schedules on share cores (`sched::topology::detect`
+    /// decides it from what they report). Every CPU a core of its own unless told
+    /// otherwise (the default).
+    fn topology(&self) -> crate::sched::Topology {
+        crate::sched::Topology::Flat
+    }
 }
 
 /// A kernel object.

@@ -64,6 +64,7 @@ struct FakePlatform {
         ),
     >,
     svm: bool,
+    topology: crate::sched::Topology,
 }
 
 impl FakePlatform {
@@ -85,6 +86,7 @@ impl FakePlatform {
             clock: std::cell::Cell::new(0),
             vcpus: HashMap::new(),
             svm: true,
+            topology: crate::sched::Topology::Flat,
         }
     }
 
@@ -191,6 +193,9 @@ impl Platform for FakePlatform {
     }
     fn tsc_khz(&self) -> u64 {
         2_000_000
+    }
+    fn topology(&self) -> crate::sched::Topology {
+        self.topology
     }
 }
 
@@ -1513,6 +1518,19 @@ proptest! {
 
 mod threads;
 mod vm;
+
+#[test]
+fn the_scheduler_uses_the_topology_the_platform_reports() {
+    CPUS.set(4);
+    let mut platform = FakePlatform::new();
+    platform.topology = crate::sched::Topology::SmtPairs;
+    let system = boot(&mut platform);
+    let mut flat_platform = FakePlatform::new();
+    let flat = boot(&mut flat_platform);
+    CPUS.set(1);
+    assert_eq!(system.sched.topology(), crate::sched::Topology::SmtPairs);
+    assert_eq!(flat.sched.topology(), crate::sched::Topology::Flat);
+}
 
 #[test]
 fn two_cpus_run_two_worlds_at_once_each_with_its_own_dispatch_state() {

@@ -246,7 +246,7 @@ impl System {
             .max(1);
         if self
             .sched
-            .configure(self.cpu_count, mhz, crate::sched::Topology::Flat)
+            .configure(self.cpu_count, mhz, platform.topology())
             .is_err()
         {
             return Err(WorldError::Limit("scheduler configuration"));

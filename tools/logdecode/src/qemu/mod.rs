@@ -81,6 +81,9 @@ pub struct QemuConfig {
     pub memory_mib: u32,
     /// Virtual CPUs (`-smp`).
     pub cpus: u32,
+    /// How they are laid out, appended to `-smp`'s CPU count (e.g.
+    /// `sockets=1,cores=2,threads=2`); `None`: as QEMU chooses (one thread per core).
+    pub smp_topology: Option<String>,
     /// Deterministic time: one nanosecond (one TSC tick) per instruction, and no clock
     /// running on in real time while the guest halts (`-icount shift=0,sleep=off`), so
     /// TSC deltas count instructions identically on every run.
@@ -118,6 +121,7 @@ impl QemuConfig {
             boot,
             memory_mib: DEFAULT_MEMORY_MIB,
             cpus: DEFAULT_CPUS,
+            smp_topology: None,
             icount: false,
             extra_args: Vec::new(),
         }
@@ -133,13 +137,17 @@ impl QemuConfig {
 
     /// QEMU's arguments. COM1 is QEMU's stdout (`-serial stdio`); the monitor is off.
     pub fn args(&self) -> Vec<String> {
+        let smp = match &self.smp_topology {
+            Some(topology) => format!("{},{topology}", self.cpus),
+            None => self.cpus.to_string(),
+        };
         let mut args: Vec<String> = [
             "-machine",
             "q35",
             "-cpu",
             CPU_MODEL,
             "-smp",
-            &self.cpus.to_string(),
+            &smp,
             "-m",
             &self.memory_mib.to_string(),
             "-display",
@@ -331,6 +339,17 @@ mod tests {
                 .command_line()
                 .contains("-append esker.selftest=power-off")
         );
+    }
+
+    #[test]
+    fn smp_topology_follows_the_cpu_count() {
+        let mut config = QemuConfig::pvh(Path::new("/img"), None);
+        config.cpus = 4;
+        config.smp_topology = Some("sockets=1,cores=2,threads=2".into());
+        let args = config.args();
+        let at = args.iter().position(|a| a == "-smp").expect("-smp");
+        assert_eq!(args[at + 1], "4,sockets=1,cores=2,threads=2");
+        assert_eq!(args.iter().filter(|a| *a == "-smp").count(), 1);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 use core::arch::x86_64::{__cpuid_count, CpuidResult};
 
+use esker_kernel_core::sched::topology::{self, SmtShift};
+
 use x86_64::registers::model_specific::Msr;
 
 /// `VM_CR`: bit 4 (SVMDIS) means firmware has disabled SVM.
@@ -201,6 +203,20 @@ impl Features {
             .map(str::trim)
             .unwrap_or("?")
     }
+}
+
+/// This CPU's SMT shift: how many low APIC-id bits select the thread within a core, from
+/// CPUID leaf 0xB (subleaf 0, when it is the SMT level) or else AMD's leaf 0x8000_001E
+/// (when TOPOEXT is set); without either, no SMT.
+pub fn smt_shift() -> SmtShift {
+    let leaf_0b = (cpuid(0, 0).eax >= 0xb).then(|| {
+        let r = cpuid(0xb, 0);
+        (r.eax, r.ecx)
+    });
+    let max_ext = cpuid(0x8000_0000, 0).eax;
+    let topoext = max_ext >= 0x8000_0001 && cpuid(0x8000_0001, 0).ecx & (1 << 22) != 0;
+    let amd = (topoext && max_ext >= 0x8000_001e).then(|| cpuid(0x8000_001e, 0).ebx);
+    topology::smt_shift(leaf_0b, amd)
 }
 
 fn cpuid_zero() -> CpuidResult {
