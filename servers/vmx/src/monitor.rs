@@ -372,7 +372,18 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
     /// timeout passed before entering the guest.)
     pub fn next_event_for(&mut self, vcpu: usize, now_ns: u64) -> Option<u64> {
         let vcpu = vcpu.min(self.apics.len() - 1);
-        self.interrupt_pending(vcpu, now_ns);
+        let next = self.scheduled_event(vcpu, now_ns);
+        if next.is_some_and(|at| at <= now_ns) {
+            // Due, not yet collected (the exit's handling usually has): collect it.
+            self.interrupt_pending(vcpu, now_ns);
+            return self.scheduled_event(vcpu, now_ns);
+        }
+        next
+    }
+
+    /// The earliest of `vcpu`'s local APIC timer and (for vCPU 0) the PC devices' next
+    /// events, as they stand ("now" for one that is due and not yet collected).
+    fn scheduled_event(&self, vcpu: usize, now_ns: u64) -> Option<u64> {
         let apic = self
             .apics
             .get(vcpu)
