@@ -17,7 +17,7 @@
 //! holds it 50 µs, releases it and works 50 µs. The TSC is calibrated once, on the BSP,
 //! against a 50 ms one-shot of PIT channel 2 (gate and output through port 0x61).
 //! Interrupts stay off on every CPU throughout. Afterwards the APs spin with `pause`
-//! (not `hlt`: Esker's monitor ends the VM when a vCPU halts with interrupts off).
+//! (the BSP's exit ends the VM).
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
