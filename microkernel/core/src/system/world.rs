@@ -751,6 +751,10 @@ impl System {
     /// Frees the address spaces of stopped worlds that no CPU runs any more. The kernel
     /// calls it (while [`Self::has_zombies`]) after this CPU loaded its next address space.
     pub fn reap(&mut self, platform: &mut impl Platform) {
+        // The common case, on every world switch: nothing to free.
+        if self.zombies == 0 {
+            return;
+        }
         for leader in 0..super::MAX_WORLDS as WorldId {
             if self.zombies & (1 << leader) == 0 {
                 continue;
