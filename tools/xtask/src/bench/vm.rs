@@ -44,17 +44,39 @@ pub struct Cpuid {
 /// Boots the test guest in `cpuid-bench` mode with one CPU under icount and reads its
 /// figures.
 pub fn cpuid(host: &Host) -> Result<Cpuid> {
+    let line = test_guest_line(
+        host,
+        "cpuid",
+        "memory_mb = 16\nkernel = \"testguest.elf\"\ncmdline = \"cpuid-bench\"\n",
+        "the CPUID benchmark",
+        |text| text.contains("cpuid round trip:"),
+    )?;
+    let number = |key: &str| super::number_after(&line, key);
+    match (number("median "), number("min "), number("rdtsc ")) {
+        (Some(median), Some(min), Some(rdtsc)) => Ok(Cpuid { median, min, rdtsc }),
+        _ => bail!("cannot read the CPUID figures in {line:?}"),
+    }
+}
+
+/// Boots the test guest as VM `name` (its configuration `config` after the name line) in
+/// an image of its own (`target/image-bench-<name>`), on one CPU under icount, and returns
+/// the first line of its world's for which `wanted` holds; fails (naming `what`) if the
+/// VM powers off or fails first, or nothing comes within [`CPUID_TIMEOUT`].
+fn test_guest_line(
+    host: &Host,
+    name: &str,
+    config: &str,
+    what: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<String> {
     let guest = guest::build_testguest().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let dir = cargo::target_dir().join("image-bench-cpuid");
+    let dir = cargo::target_dir().join(format!("image-bench-{name}"));
     let files = dir.join("files");
     std::fs::create_dir_all(&files)?;
     std::fs::copy(&guest, files.join("testguest.elf"))?;
-    let config = files.join("cpuid.toml");
-    std::fs::write(
-        &config,
-        "name = \"cpuid\"\nmemory_mb = 16\nkernel = \"testguest.elf\"\ncmdline = \"cpuid-bench\"\n",
-    )?;
-    let vm = vms::load(&config)?;
+    let config_file = files.join(format!("{name}.toml"));
+    std::fs::write(&config_file, format!("name = \"{name}\"\n{config}"))?;
+    let vm = vms::load(&config_file)?;
     let manifest = vms::write_manifest(&image::default_manifest(), &[vm], &dir)?;
     let image = image::build_with(host, Flavor::Normal, &manifest, &dir)?;
     let mut qemu_config = QemuConfig::pvh(&image.dir, None);
@@ -68,27 +90,27 @@ pub fn cpuid(host: &Host) -> Result<Cpuid> {
         let event = match qemu.recv_timeout(left) {
             Ok(timed) => timed.event,
             Err(_) => bail!(
-                "no CPUID figures within {CPUID_TIMEOUT:?}; log:\n{}",
+                "no figures from {what} within {CPUID_TIMEOUT:?}; log:\n{}",
                 log.join("\n")
             ),
         };
         log.push(event.to_string());
-        if event.source == "cpuid" && event.text.contains("cpuid round trip:") {
+        if event.source != name {
+            continue;
+        }
+        if wanted(&event.text) {
             break event.text;
         }
-        if event.source == "cpuid"
-            && (event.text.contains("powered off") || event.text.contains("not powered on"))
+        if ["powered off", "not powered on", "FAILED"]
+            .iter()
+            .any(|failure| event.text.contains(failure))
         {
-            bail!("the CPUID benchmark VM failed: {}", event.text);
+            bail!("{what} VM failed: {}", event.text);
         }
     };
     qemu.kill();
-    println!("bench: {line}");
-    let number = |key: &str| super::number_after(&line, key);
-    match (number("median "), number("min "), number("rdtsc ")) {
-        (Some(median), Some(min), Some(rdtsc)) => Ok(Cpuid { median, min, rdtsc }),
-        _ => bail!("cannot read the CPUID figures in {line:?}"),
-    }
+    println!("bench: {name}: {line}");
+    Ok(line)
 }
 
 /// Guest time the co-scheduling benchmark's vCPUs take turns on their lock (ms).
@@ -124,51 +146,17 @@ impl Cospin {
 /// under icount (so the vCPUs share it and a lock holder is sometimes descheduled), with
 /// relaxed co-scheduling (`coschedule`) or without; returns what the guest measured.
 pub fn cospin(host: &Host, coschedule: bool) -> Result<Cospin> {
-    let guest = guest::build_testguest().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let name = if coschedule { "cospin" } else { "cospin-off" };
-    let dir = cargo::target_dir().join(format!("image-bench-{name}"));
-    let files = dir.join("files");
-    std::fs::create_dir_all(&files)?;
-    std::fs::copy(&guest, files.join("testguest.elf"))?;
-    let config = files.join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "name = \"{name}\"\nmemory_mb = 32\nvcpus = 2\nkernel = \"testguest.elf\"\n\
+    let line = test_guest_line(
+        host,
+        if coschedule { "cospin" } else { "cospin-off" },
+        &format!(
+            "memory_mb = 32\nvcpus = 2\nkernel = \"testguest.elf\"\n\
              cmdline = \"spin={COSPIN_MS}\"\ncpu.coschedule = \"{}\"\n",
             if coschedule { "relaxed" } else { "off" }
         ),
+        "the co-scheduling benchmark",
+        |text| text.contains("testguest: spin: ") && text.contains("longest spin"),
     )?;
-    let vm = vms::load(&config)?;
-    let manifest = vms::write_manifest(&image::default_manifest(), &[vm], &dir)?;
-    let image = image::build_with(host, Flavor::Normal, &manifest, &dir)?;
-    let mut qemu_config = QemuConfig::pvh(&image.dir, None);
-    qemu_config.icount = true;
-    qemu_config.cpus = 1;
-    println!("bench: {}", qemu_config.command_line());
-    let mut qemu = QemuRun::spawn(&qemu_config, LogDecoder::new(&image.dir)?, None)?;
-    let mut log = Vec::new();
-    let line = loop {
-        let left = CPUID_TIMEOUT.saturating_sub(qemu.started().elapsed());
-        let event = match qemu.recv_timeout(left) {
-            Ok(timed) => timed.event,
-            Err(_) => bail!(
-                "no spin figures within {CPUID_TIMEOUT:?}; log:\n{}",
-                log.join("\n")
-            ),
-        };
-        log.push(event.to_string());
-        if event.source == name {
-            if event.text.contains("testguest: spin: ") && event.text.contains("longest spin") {
-                break event.text;
-            }
-            if event.text.contains("powered off") || event.text.contains("FAILED") {
-                bail!("the co-scheduling benchmark VM failed: {}", event.text);
-            }
-        }
-    };
-    qemu.kill();
-    println!("bench: {name}: {line}");
     Cospin::parse(&line).with_context(|| format!("cannot read the spin figures in {line:?}"))
 }
 
