@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use esker_qemu_tests::{Failure, Machine, test_image_dir};
+use esker_testguest::SpinSummary;
 
 /// A guest under nested TCG is slow; the busy scenario also runs six VMs.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
@@ -212,10 +213,10 @@ fn debians_linux_boots_on_two_vcpus_and_sees_both() -> Result<(), Failure> {
     Ok(())
 }
 
-/// What the test guest's `spin` run reports: (acquisitions, spun per mille, longest spin
-/// in µs), from the summary line of VM `vm` booted from image `scenario` on one host CPU
-/// under icount (guest time follows instructions: the figures do not depend on host load).
-fn lock_spin(scenario: &str, vm: &str) -> Result<(u64, u64, u64), Failure> {
+/// What the test guest's `spin` run reports (its summary line), VM `vm` booted from
+/// image `scenario` on one host CPU under icount (guest time follows instructions: the
+/// figures do not depend on host load).
+fn lock_spin(scenario: &str, vm: &str) -> Result<SpinSummary, Failure> {
     let image = test_image_dir(scenario)?;
     let mut machine = Machine::pvh_icount(&image)?;
     machine.expect(
@@ -224,26 +225,11 @@ fn lock_spin(scenario: &str, vm: &str) -> Result<(u64, u64, u64), Failure> {
     )?;
     machine.expect("testguest: spin: 2 cpus up", GUEST_TIMEOUT)?;
     let summary = machine.expect_match("the spin summary", GUEST_TIMEOUT, |event| {
-        event.source == vm
-            && event.text.contains("longest spin")
-            && event.text.contains("acquisitions in")
+        event.source == vm && SpinSummary::parse(&event.text).is_some()
     })?;
     machine.expect("testguest: spin: passed", GUEST_TIMEOUT)?;
-    // "testguest: spin: N acquisitions in T ms, spun P per mille, longest spin U us"
-    let number_before = |key: &str| -> Option<u64> {
-        let (head, _) = summary.text.split_once(key)?;
-        head.split_whitespace().last()?.parse().ok()
-    };
-    match (
-        number_before(" acquisitions"),
-        number_before(" per mille"),
-        number_before(" us"),
-    ) {
-        (Some(acquisitions), Some(permille), Some(longest)) => {
-            Ok((acquisitions, permille, longest))
-        }
-        _ => Err(machine.fail(format!("cannot read {:?}", summary.text))),
-    }
+    SpinSummary::parse(&summary.text)
+        .ok_or_else(|| machine.fail(format!("cannot read {:?}", summary.text)))
 }
 
 // Relaxed co-scheduling: a vCPU spinning on a lock its descheduled sibling holds is
@@ -252,19 +238,14 @@ fn lock_spin(scenario: &str, vm: &str) -> Result<(u64, u64, u64), Failure> {
 // does. Two vCPUs on one host CPU take turns on one lock, held 50 µs at a time.
 #[test]
 fn a_vcpu_spinning_on_a_descheduled_siblings_lock_is_co_stopped() -> Result<(), Failure> {
-    let (relaxed_acquisitions, relaxed_permille, relaxed_longest) =
-        lock_spin("vm-cospin", "cospin")?;
-    let (off_acquisitions, off_permille, off_longest) = lock_spin("vm-cospin-off", "cospin-off")?;
-    let figures = format!(
-        "co-scheduled: {relaxed_acquisitions} acquisitions, spun {relaxed_permille} per mille, \
-         longest spin {relaxed_longest} us; independent: {off_acquisitions}, \
-         {off_permille} per mille, {off_longest} us"
-    );
+    let relaxed = lock_spin("vm-cospin", "cospin")?;
+    let off = lock_spin("vm-cospin-off", "cospin-off")?;
+    let figures = format!("co-scheduled: {relaxed}; independent: {off}");
     println!("{figures}");
     // Within twice the skew bound (a member may start up to the bound behind).
-    assert!(relaxed_longest <= 6_000, "{figures}");
+    assert!(relaxed.longest_us <= 6_000, "{figures}");
     // The control shows the problem: most of a slice burned at once.
-    assert!(off_longest >= 7_000, "{figures}");
+    assert!(off.longest_us >= 7_000, "{figures}");
     // (On one host CPU the share of time spun is about the same either way — a sibling
     // that is not running cannot release the lock — only no single spin lasts a slice.)
     Ok(())

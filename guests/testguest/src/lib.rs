@@ -513,6 +513,60 @@ impl SpinFigures {
     }
 }
 
+/// The summary line of a `spin=<ms>` run (after `testguest: `), written by the guest and
+/// read back by the QEMU test and the benchmark: `spin: <acquisitions> acquisitions in
+/// <ms> ms, spun <per mille> per mille, longest spin <µs> us`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpinSummary {
+    /// Lock acquisitions of all CPUs together.
+    pub acquisitions: u64,
+    /// The run's length (ms of TSC time).
+    pub ms: u32,
+    /// Time spun, per mille of the CPUs' running time together.
+    pub spun_permille: u64,
+    /// The longest stretch any CPU spun at once (µs).
+    pub longest_us: u64,
+}
+
+impl SpinSummary {
+    /// The summary of `total` (all CPUs, [`SpinFigures::total`]) for a run of `ms` ms
+    /// with the TSC at `khz`.
+    pub fn of(total: &SpinFigures, ms: u32, khz: u64) -> Self {
+        Self {
+            acquisitions: total.acquisitions,
+            ms,
+            spun_permille: total.permille_spun(),
+            longest_us: cycles_to_us(total.longest_spin, khz),
+        }
+    }
+
+    /// Reads a summary from a line that contains one (the guest's prefix, a log
+    /// source before it); `None` for any other line.
+    pub fn parse(line: &str) -> Option<Self> {
+        let (_, rest) = line.split_once("spin: ")?;
+        let rest = rest.strip_suffix(" us")?;
+        let (acquisitions, rest) = rest.split_once(" acquisitions in ")?;
+        let (ms, rest) = rest.split_once(" ms, spun ")?;
+        let (spun, longest) = rest.split_once(" per mille, longest spin ")?;
+        Some(Self {
+            acquisitions: acquisitions.parse().ok()?,
+            ms: ms.parse().ok()?,
+            spun_permille: spun.parse().ok()?,
+            longest_us: longest.parse().ok()?,
+        })
+    }
+}
+
+impl core::fmt::Display for SpinSummary {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "spin: {} acquisitions in {} ms, spun {} per mille, longest spin {} us",
+            self.acquisitions, self.ms, self.spun_permille, self.longest_us
+        )
+    }
+}
+
 /// A CPU's clock readings, telling the time it ran from the time it did not: a jump of
 /// more than `gap` cycles between two readings (the CPU was descheduled: a vCPU whose
 /// host CPU ran something else) is time away.
@@ -983,6 +1037,30 @@ mod tests {
         );
         assert_eq!(figures.acquisitions, 2);
         assert_eq!(figures.run_cycles, 200);
+    }
+
+    #[test]
+    fn the_spin_summary_reads_back_what_it_writes() {
+        let summary = SpinSummary {
+            acquisitions: 9296,
+            ms: 1500,
+            spun_permille: 390,
+            longest_us: 4124,
+        };
+        let line = format!("testguest: {summary}");
+        assert_eq!(
+            line,
+            "testguest: spin: 9296 acquisitions in 1500 ms, spun 390 per mille, longest spin \
+             4124 us"
+        );
+        assert_eq!(SpinSummary::parse(&line), Some(summary));
+        for other in [
+            "testguest: spin: 2 cpus up",
+            "testguest: spin cpu 0: 5 acquisitions, spun 26% of its time, longest spin 3 us",
+            "testguest: spin: x acquisitions in 1500 ms, spun 390 per mille, longest spin 4 us",
+        ] {
+            assert_eq!(SpinSummary::parse(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -24,7 +24,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use esker_testguest::{
     AWAY_GAP_US, LOCK_HOLD_US, LOCK_WORK_US, LockSpin, MAX_CPUS, PIT_CALIBRATION_COUNT,
-    SpinFigures, contend, cycles_to_us, exit, ms_to_cycles, range_is_free, tsc_khz, us_to_cycles,
+    SpinFigures, SpinSummary, contend, cycles_to_us, exit, ms_to_cycles, range_is_free, tsc_khz,
+    us_to_cycles,
 };
 
 use crate::cpu::{self, inb, outb, rdtsc};
@@ -438,13 +439,7 @@ pub fn lock_spin(spin: LockSpin, boot: &Boot, image: (u64, u64)) -> ! {
         );
     }
     let total = SpinFigures::total(&all[..cpus as usize]);
-    crate::say!(
-        "spin: {} acquisitions in {} ms, spun {} per mille, longest spin {} us",
-        total.acquisitions,
-        spin.ms,
-        total.permille_spun(),
-        cycles_to_us(total.longest_spin, khz)
-    );
+    crate::say!("{}", SpinSummary::of(&total, spin.ms, khz));
     crate::say!("spin: passed");
     serial::set_stage("exit");
     cpu::exit(exit::PASS)

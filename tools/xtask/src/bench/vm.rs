@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use esker_logdecode::LogDecoder;
 use esker_logdecode::qemu::{QemuConfig, QemuRun};
+use esker_testguest::SpinSummary;
 
 use crate::host::Host;
 use crate::image::{self, Flavor};
@@ -116,36 +117,10 @@ fn test_guest_line(
 /// Guest time the co-scheduling benchmark's vCPUs take turns on their lock (ms).
 pub const COSPIN_MS: u64 = 1500;
 
-/// What the test guest's `spin` measurement reported for one VM.
-pub struct Cospin {
-    /// Lock acquisitions of both vCPUs together.
-    pub acquisitions: u64,
-    /// Time spent spinning, per mille of the vCPUs' time.
-    pub spun_permille: u64,
-    /// The longest a vCPU spun for the lock at once (µs of guest time).
-    pub longest_us: u64,
-}
-
-impl Cospin {
-    /// Reads the guest's summary line (`... N acquisitions in T ms, spun P per mille,
-    /// longest spin U us`).
-    pub fn parse(text: &str) -> Option<Self> {
-        let number_before = |key: &str| -> Option<u64> {
-            let (head, _) = text.split_once(key)?;
-            head.split_whitespace().last()?.parse().ok()
-        };
-        Some(Self {
-            acquisitions: number_before(" acquisitions")?,
-            spun_permille: number_before(" per mille")?,
-            longest_us: super::number_after(text, "longest spin ")?,
-        })
-    }
-}
-
 /// Boots a two-vCPU test guest whose vCPUs take turns on one spinlock, on one host CPU
 /// under icount (so the vCPUs share it and a lock holder is sometimes descheduled), with
 /// relaxed co-scheduling (`coschedule`) or without; returns what the guest measured.
-pub fn cospin(host: &Host, coschedule: bool) -> Result<Cospin> {
+pub fn cospin(host: &Host, coschedule: bool) -> Result<SpinSummary> {
     let line = test_guest_line(
         host,
         if coschedule { "cospin" } else { "cospin-off" },
@@ -155,9 +130,9 @@ pub fn cospin(host: &Host, coschedule: bool) -> Result<Cospin> {
             if coschedule { "relaxed" } else { "off" }
         ),
         "the co-scheduling benchmark",
-        |text| text.contains("testguest: spin: ") && text.contains("longest spin"),
+        |text| SpinSummary::parse(text).is_some(),
     )?;
-    Cospin::parse(&line).with_context(|| format!("cannot read the spin figures in {line:?}"))
+    SpinSummary::parse(&line).with_context(|| format!("cannot read the spin figures in {line:?}"))
 }
 
 /// The Linux boot comparison.
