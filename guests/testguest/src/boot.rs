@@ -137,11 +137,17 @@ start64:
 
     .section .rodata.boot, "a"
     .balign 16
+    /* Also the application processors' (smp.rs): the 32-bit code segment is for their
+       trampoline. Accessed bits preset, so no CPU writes the table. */
+    .global boot_gdt
+    .global boot_gdt_limit
 boot_gdt:
     .quad 0
-    .quad 0x00af9a000000ffff        /* 0x08: 64-bit code */
-    .quad 0x00cf92000000ffff        /* 0x10: data */
+    .quad 0x00af9b000000ffff        /* 0x08: 64-bit code */
+    .quad 0x00cf93000000ffff        /* 0x10: data */
+    .quad 0x00cf9b000000ffff        /* 0x18: 32-bit code */
 boot_gdt_end:
+    .set boot_gdt_limit, boot_gdt_end - boot_gdt - 1
 boot_gdt_pointer:
     .short boot_gdt_end - boot_gdt - 1
     .long boot_gdt

@@ -4,7 +4,7 @@
 //! Start-up: the BSP copies a real-mode trampoline (below) to [`TRAMPOLINE`] (page 8,
 //! so the start-up vector is [`SIPI_VECTOR`]) and sends every application processor
 //! (APIC ids 1..n-1) INIT, then the start-up IPI twice. An AP starts in real mode at
-//! CS = 0x0800, IP = 0 with interrupts off, loads the GDT (`ap_gdt`, in the image)
+//! CS = 0x0800, IP = 0 with interrupts off, loads the boot GDT (`boot_gdt`, in the image)
 //! through a pointer at the trampoline's end, enters 32-bit protected mode, takes its
 //! APIC id from CPUID leaf 1 (EBX bits 31:24; it is the CPU's index), enables PAE, loads
 //! the BSP's page tables (`boot_pml4`), sets EFER.LME and CR0.PG, jumps to 64-bit code in
@@ -136,21 +136,9 @@ ap_trampoline_park:
 
     .balign 4
 ap_trampoline_gdt_pointer:
-    .short {gdt_size} - 1
-    .long ap_gdt
+    .short boot_gdt_limit
+    .long boot_gdt
 ap_trampoline_end:
-
-/* ---- The APs' GDT (in the image, kept for good): the boot stub's selectors 0x08 and
-   0x10, and a 32-bit code segment for the trampoline. Accessed bits preset, so the CPU
-   never writes the table. */
-    .section .rodata.ap_gdt, "a"
-    .balign 16
-    .global ap_gdt
-ap_gdt:
-    .quad 0
-    .quad 0x00af9b000000ffff        /* 0x08: 64-bit code */
-    .quad 0x00cf93000000ffff        /* 0x10: data */
-    .quad 0x00cf9b000000ffff        /* 0x18: 32-bit code */
 
 /* ---- 64-bit: segments, the stack of AP %ebx (the top of the %ebx-th 16 KiB slot), Rust. */
     .section .text.ap_start64, "ax"
@@ -182,7 +170,6 @@ ap_stacks:
     trampoline = const TRAMPOLINE,
     max_aps = const MAX_APS,
     stack_shift = const AP_STACK_SHIFT,
-    gdt_size = const 4 * 8,
     ap_main = sym ap_main,
     options(att_syntax)
 );
