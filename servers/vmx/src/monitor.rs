@@ -312,7 +312,7 @@ impl<M: GuestMemory + ?Sized> Monitor<M> {
     }
 
     /// A start-up IPI reached `vcpu` (waiting since INIT): the registers it starts with.
-    pub fn take_startup(&mut self, vcpu: usize) -> Option<ExitReply> {
+    fn take_startup(&mut self, vcpu: usize) -> Option<ExitReply> {
         let apic = self.apics.get_mut(vcpu)?;
         let vector = apic.take_startup()?;
         // The INIT that came before this start-up is dealt with.
@@ -1028,21 +1028,10 @@ mod tests {
 
     /// Linux's PIC set-up with IRQ 0 unmasked, and channel 0 ticking every 1 ms.
     fn tick_every_millisecond(monitor: &mut Monitor<[u8]>) {
-        for (port, value) in [
-            (0x20, 0x11),
-            (0x21, 0x30),
-            (0x21, 0x04),
-            (0x21, 0x01),
-            (0xa0, 0x11),
-            (0xa1, 0x38),
-            (0xa1, 0x02),
-            (0xa1, 0x01),
-            (0x21, 0xfa),
-            (0xa1, 0xff),
-            (0x43, 0x34),
-            (0x40, 0xa9),
-            (0x40, 0x04),
-        ] {
+        use crate::devices::tests::{init_pic_like_linux, unmask};
+        init_pic_like_linux(&mut monitor.devices);
+        unmask(&mut monitor.devices, 0, 0);
+        for (port, value) in [(0x43, 0x34), (0x40, 0xa9), (0x40, 0x04)] {
             monitor.devices.io_write(port, 1, value, 0);
         }
     }

@@ -370,4 +370,4 @@ impl PcDevices {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -22,7 +22,7 @@ fn inb(dev: &mut PcDevices, port: u16, now_ns: u64) -> u8 {
 }
 
 /// Linux's init_8259A, then everything but the cascade masked.
-fn init_pic_like_linux(dev: &mut PcDevices) {
+pub(crate) fn init_pic_like_linux(dev: &mut PcDevices) {
     for (port, value) in [
         (0x21, 0xff),
         (0xa1, 0xff),
@@ -41,7 +41,8 @@ fn init_pic_like_linux(dev: &mut PcDevices) {
     }
 }
 
-fn unmask(dev: &mut PcDevices, line: u8, now_ns: u64) {
+/// Unmasks PIC line `line`.
+pub(crate) fn unmask(dev: &mut PcDevices, line: u8, now_ns: u64) {
     let (port, bit) = if line < 8 {
         (0x21, line)
     } else {
